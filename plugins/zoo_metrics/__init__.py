@@ -1,0 +1,67 @@
+"""Built-in metrics on torchmetrics.
+
+Scalar metrics go into ``summary.json``'s ``test`` block (accuracy-like ones as fractions in
+[0, 1]); non-scalar ones (``confusion``, ``per-class``) are written to their own files.
+"""
+from zoo.hookspecs import hookimpl
+
+
+def _task(num_classes: int) -> dict:
+    return {"task": "multiclass", "num_classes": num_classes}
+
+
+def accuracy(num_classes: int):
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+
+def top5(num_classes: int):
+    if num_classes < 5:
+        return None  # top-5 of fewer than 5 classes is always 1: not a metric
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
+
+
+def f1(num_classes: int):
+    from torchmetrics.classification import MulticlassF1Score
+
+    return MulticlassF1Score(num_classes=num_classes, average="macro")
+
+
+def ece(num_classes: int):
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    return MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1")
+
+
+def nll(num_classes: int):
+    from zoo_metrics.nll import NegativeLogLikelihood
+
+    return NegativeLogLikelihood()
+
+
+def per_class(num_classes: int):
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return MulticlassAccuracy(num_classes=num_classes, average=None)
+
+
+def confusion(num_classes: int):
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    return MulticlassConfusionMatrix(num_classes=num_classes)
+
+
+@hookimpl
+def register_metrics(register):
+    register("accuracy", accuracy, mode="max", description="top-1 accuracy")
+    register("top5", top5, mode="max", description="top-5 accuracy (5+ classes)")
+    register("f1", f1, mode="max", description="macro F1 score")
+    register("ece", ece, mode="min", description="expected calibration error (15 bins)")
+    register("nll", nll, mode="min", description="negative log-likelihood (mean)")
+    register("per-class", per_class, mode="max", scalar=False,
+             description="accuracy of each class (per_class.csv)")
+    register("confusion", confusion, mode="max", scalar=False,
+             description="confusion matrix (confusion.csv, confusion.png)")

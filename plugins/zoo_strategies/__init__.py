@@ -1,0 +1,62 @@
+"""Built-in transfer strategies, from frozen features to full fine-tuning.
+
+Each strategy is a small class with ``defaults`` (its ``strategy.params``) and
+``plan(model, groups, job) -> StrategyPlan``.  Importing this module imports no torch: the
+plan classes live in :mod:`zoo.strategy`, imported when a plan is made.
+"""
+from zoo.hookspecs import hookimpl
+
+
+class Strategy:
+    """Base: merges ``job.strategy.params`` over ``defaults`` and rejects unknown params."""
+
+    name = "base"
+    defaults: dict = {}
+
+    def params(self, job) -> dict:
+        from zoo.errors import ConfigError, did_you_mean
+
+        unknown = set(job.strategy.params) - set(self.defaults)
+        if unknown:
+            key = sorted(unknown)[0]
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ConfigError(f"strategy '{self.name}' has no parameter '{key}'"
+                              f"{did_you_mean(key, self.defaults)} (parameters: {known})")
+        return {**self.defaults, **job.strategy.params}
+
+
+class Finetune(Strategy):
+    """All layers train; the backbone at ``lr × backbone_lr_mult``."""
+
+    name = "finetune"
+    defaults = {"backbone_lr_mult": 0.1}
+
+    def plan(self, model, groups, job):
+        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn
+
+        p = self.params(job)
+        settings = all_groups(groups, trainable=True, lr_mult=float(p["backbone_lr_mult"]))
+        phase = Phase("finetune", job.train.epochs, settings, bn=resolve_bn(job, "train"))
+        return StrategyPlan(self.name, [phase])
+
+
+class LinearProbe(Strategy):
+    """Backbone frozen (eval mode, BatchNorm statistics fixed); only the head trains."""
+
+    name = "linear-probe"
+    defaults: dict = {}
+
+    def plan(self, model, groups, job):
+        from zoo.strategy import Phase, StrategyPlan, all_groups
+
+        self.params(job)
+        settings = all_groups(groups, trainable=False)
+        # a frozen backbone's BN never moves, whatever strategy.bn says
+        phase = Phase("probe", job.train.epochs, settings, bn="freeze-all")
+        return StrategyPlan(self.name, [phase])
+
+
+@hookimpl
+def register_strategies(register):
+    register("finetune", Finetune(), description=Finetune.__doc__)
+    register("linear-probe", LinearProbe(), description=LinearProbe.__doc__)

@@ -1,0 +1,41 @@
+"""zoo: a plugin-based model zoo for transfer learning on images.
+
+The public Python API.  Names are imported lazily so that ``import zoo`` (and ``zoo --help``)
+never imports torch.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "list_models": "zoo.api",
+    "model_info": "zoo.api",
+    "create_backbone": "zoo.api",
+    "create_model": "zoo.api",
+    "load_job": "zoo.api",
+    "run": "zoo.api",
+    "plan": "zoo.api",
+    "get_catalog": "zoo.api",
+    "JobSpec": "zoo.jobspec",
+    "StrategyPlan": "zoo.strategy",
+    "Phase": "zoo.strategy",
+    "GroupSetting": "zoo.strategy",
+    "LossTerm": "zoo.strategy",
+    "Backbone": "zoo.backbones",
+    "TransferModel": "zoo.backbones",
+    "PretrainedConfig": "zoo.backbones",
+    "hookimpl": "zoo.hookspecs",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

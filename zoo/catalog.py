@@ -1,0 +1,204 @@
+"""The catalog: every component the loaded plugins registered, and name resolution.
+
+Plugins register through ``register(...)`` callbacks (see :mod:`zoo.hookspecs`).  The catalog
+calls each plugin's registration hook on its own, so every component is attributed to its
+plugin, two plugins claiming one name are rejected (the error names both), and one plugin's
+exception stays its own.  Building the catalog imports no torch: providers list their models
+only when asked (:meth:`Catalog.list_models`).
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (AmbiguousNameError, DuplicateComponentError, UnknownComponentError,
+                     did_you_mean)
+from .plugins import ZooPluginManager, load_plugin_manager
+
+KINDS = {
+    "providers": "register_backbone_providers",
+    "heads": "register_heads",
+    "strategies": "register_strategies",
+    "metrics": "register_metrics",
+    "datasets": "register_datasets",
+}
+SINGULAR = {"providers": "provider", "heads": "head", "strategies": "strategy",
+            "metrics": "metric", "datasets": "dataset"}
+
+
+@dataclass
+class Component:
+    """One registered thing: its kind, name, the object and the plugin that gave it."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    description: str = ""
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model name: ``provider:arch[.tag]``."""
+
+    provider: str
+    arch: str
+    tag: str | None = None
+
+    @property
+    def full(self) -> str:
+        return f"{self.provider}:{self.arch}" + (f".{self.tag}" if self.tag else "")
+
+    def __str__(self) -> str:
+        return self.full
+
+
+def natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class Catalog:
+    """Components by kind, collected from a :class:`ZooPluginManager`."""
+
+    def __init__(self, pm: ZooPluginManager | None = None, registry=None):
+        from .registry import load_registry
+
+        self.pm = pm if pm is not None else load_plugin_manager()
+        self.registry = registry if registry is not None else load_registry()
+        self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        self._model_lists: dict[tuple, list[str]] = {}
+        for kind, hook in KINDS.items():
+            self._collect(kind, hook)
+
+    # -- collection ------------------------------------------------------------------------
+    def _collect(self, kind: str, hook: str) -> None:
+        for impl in self.pm.impls(hook):
+            plugin = impl.plugin_name
+            added: list[Component] = []
+
+            def register(name, obj, description="", _plugin=plugin, _added=added, **options):
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"{SINGULAR[kind]} name must be a non-empty string")
+                _added.append(Component(kind, name, obj, _plugin, description, options))
+
+            try:
+                self.pm.call_impl(impl, register=register)
+            except Exception as exc:
+                self.pm.fail_plugin(plugin, f"{hook} raised {type(exc).__name__}: {exc}")
+                continue
+            for comp in added:
+                table = self.components[kind]
+                if comp.name in table:
+                    other = table[comp.name].plugin
+                    message = (f"{SINGULAR[kind]} '{comp.name}' is registered by both "
+                               f"'{other}' and '{plugin}'; the one from '{plugin}' is ignored")
+                    record = self.pm.records.get(plugin)
+                    if record is not None:
+                        record.error = message
+                    from .plugins import strict_plugins
+                    if strict_plugins():
+                        raise DuplicateComponentError(message)
+                    self.duplicates.append(message)
+                    continue
+                table[comp.name] = comp
+                record = self.pm.records.get(plugin)
+                if record is not None:
+                    record.components.setdefault(kind, []).append(comp.name)
+
+    @property
+    def duplicates(self) -> list[str]:
+        if not hasattr(self, "_duplicates"):
+            self._duplicates: list[str] = []
+        return self._duplicates
+
+    # -- lookups ---------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind], key=natural_key)
+
+    def get(self, kind: str, name: str) -> Component:
+        table = self.components[kind]
+        if name in table:
+            return table[name]
+        # prefix datasets ("torchvision:CIFAR10" served by "torchvision")
+        if ":" in name and kind == "datasets":
+            prefix = name.split(":", 1)[0]
+            comp = table.get(prefix)
+            if comp is not None and comp.options.get("prefix"):
+                return comp
+        what = SINGULAR[kind]
+        available = ", ".join(self.names(kind)) or "none installed"
+        hint = did_you_mean(name, table)
+        raise UnknownComponentError(f"unknown {what} '{name}'{hint}" +
+                                    ("" if hint else f" (available: {available})"))
+
+    def has(self, kind: str, name: str) -> bool:
+        try:
+            self.get(kind, name)
+            return True
+        except UnknownComponentError:
+            return False
+
+    def provider_order(self) -> list[str]:
+        installed = list(self.components["providers"])
+        ordered = [p for p in self.registry.providers if p in installed]
+        return ordered + sorted(p for p in installed if p not in ordered)
+
+    def provider(self, name: str):
+        return self.get("providers", name).obj
+
+    def list_models(self, pattern: str | None = None, pretrained: bool = False,
+                    providers: list[str] | None = None) -> list[ModelRef]:
+        """Every model of every provider matching ``pattern`` (fnmatch, ``prov:`` prefix ok)."""
+        if pattern and ":" in pattern:
+            prov, pattern = pattern.split(":", 1)
+            providers = [prov]
+            self.get("providers", prov)
+        refs = []
+        for prov in providers or self.provider_order():
+            for arch in self._models_of(prov, pretrained):
+                if not pattern or fnmatch.fnmatch(arch, pattern):
+                    base, _, tag = arch.partition(".")
+                    refs.append(ModelRef(prov, base, tag or None))
+        return refs
+
+    def _models_of(self, provider: str, pretrained: bool) -> list[str]:
+        key = (provider, pretrained)
+        if key not in self._model_lists:
+            from .modelcache import cached_model_list
+
+            self._model_lists[key] = cached_model_list(self, provider, pretrained)
+        return self._model_lists[key]
+
+    def resolve_model(self, name: str) -> ModelRef:
+        """``[provider:]arch[.tag]`` (or an alias) → :class:`ModelRef`; did-you-mean on errors."""
+        raw = name.strip()
+        raw = self.registry.aliases.get(raw, raw)
+        provider = None
+        if ":" in raw:
+            provider, raw = raw.split(":", 1)
+            self.get("providers", provider)
+        arch, _, tag = raw.partition(".")
+        candidates = [provider] if provider else self.provider_order()
+        found = [p for p in candidates if arch in set(self._models_of(p, False))]
+        if not found:
+            every = {a for p in candidates for a in self._models_of(p, False)}
+            hint = did_you_mean(arch, every)
+            where = f"provider '{provider}'" if provider else "any installed provider"
+            raise UnknownComponentError(f"unknown model '{name}' in {where}{hint}")
+        if not provider and len(found) > 1 and not any(p in self.registry.providers
+                                                          for p in found):
+            raise AmbiguousNameError(
+                f"model '{arch}' is offered by {', '.join(found)}; write one of "
+                + ", ".join(f"{p}:{arch}" for p in found))
+        return ModelRef(found[0], arch, tag or None)
+
+    def resolve_dataset_arg(self, value: str) -> dict:
+        """``--data X``: a registered dataset name, else a folder path (``./X`` forces a path)."""
+        if value.startswith(("./", "/", "../", "~")):
+            return {"name": "folder", "path": value}
+        if self.has("datasets", value):
+            return {"name": value, "path": None}
+        return {"name": "folder", "path": value}

@@ -1,0 +1,74 @@
+"""Every error zoo raises on purpose, in one place.
+
+The CLI turns any :class:`ZooError` into one line on stderr and exit code 2; anything
+else is a bug and keeps its traceback.  Each subclass names a kind of problem so that
+callers of the Python API can catch precisely what they expect.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class: a problem the user can fix.  ``str(err)`` is the one-line message."""
+
+    exit_code = 2
+
+
+class ConfigError(ZooError):
+    """A job spec, registry file or ``--set`` value is malformed or names an unknown key."""
+
+
+class UnknownComponentError(ZooError):
+    """A model, strategy, head, metric or dataset name that no installed plugin provides."""
+
+
+class AmbiguousNameError(ZooError):
+    """A name that several providers offer where the registry gives no order to pick one."""
+
+
+class PluginError(ZooError):
+    """A plugin failed to load or broke the plugin contract."""
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered the same component name."""
+
+
+class DataError(ZooError):
+    """A dataset is missing, empty, unreadable or unusable for the job (e.g. one class)."""
+
+
+class WeightsError(ZooError):
+    """Weights could not be found, downloaded, verified or loaded."""
+
+
+class CheckpointError(ZooError):
+    """A run directory or checkpoint is missing, corrupt or does not fit the model."""
+
+
+class TrainingError(ZooError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class RunInterrupted(ZooError):
+    """Training was interrupted by a signal; the last complete epoch is saved."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class MissingDependencyError(ZooError):
+    """An optional dependency (an extra) is needed for what was asked."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" — did you mean a, b?"`` for the closest ``choices``, or ``""``."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
+    if not close:
+        lowered = name.lower()
+        close = [c for c in choices if lowered and lowered in c.lower()][:n]
+    return f" — did you mean {', '.join(close)}?" if close else ""
