@@ -116,6 +116,7 @@ class ZooPluginManager(pluggy.PluginManager):
         return True
 
     def _fail(self, record: PluginRecord, error: str) -> None:
+        error = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         record.status = "failed"
         record.error = error
         self.records[record.name] = record

@@ -13,7 +13,7 @@ import yaml
 from .errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000
-MAX_ALIASES = 100
+MAX_EXPANDED_NODES = 100_000
 
 
 def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict[tuple, int]]:
@@ -42,10 +42,11 @@ def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        aliases = _count_aliases(node, set())
-        if aliases > MAX_ALIASES:
-            raise ConfigError(f"{name}: {aliases} YAML aliases; more than {MAX_ALIASES} are "
-                              "refused (a YAML 'billion laughs' bomb?)")
+        expanded = _expanded_size(node, {})
+        if expanded > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{name}: its YAML aliases expand to {expanded:,} nodes; more "
+                              f"than {MAX_EXPANDED_NODES:,} are refused (a 'billion laughs' "
+                              "bomb?)")
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -59,17 +60,21 @@ def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict
     return data, lines
 
 
-def _count_aliases(node, seen: set[int]) -> int:
-    # An alias re-uses a node object; counting repeated visits of the same node object
-    # counts alias uses without expanding them.
-    if id(node) in seen:
-        return 1
-    seen.add(id(node))
+def _expanded_size(node, memo: dict[int, int]) -> int:
+    # An alias re-uses a node object, so the size the document would have once expanded
+    # (what a consumer walking it pays) is computed per node object, memoised: no expansion.
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # guards against recursive structures
     if isinstance(node, yaml.MappingNode):
-        return sum(_count_aliases(k, seen) + _count_aliases(v, seen) for k, v in node.value)
-    if isinstance(node, yaml.SequenceNode):
-        return sum(_count_aliases(v, seen) for v in node.value)
-    return 0
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def _collect_lines(node, path: tuple, lines: dict[tuple, int]) -> None:

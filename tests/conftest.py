@@ -1,0 +1,31 @@
+"""Shared test set-up: an isolated ZOO_HOME, offline hubs, one torch thread, fresh catalogs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("ZOO_OFFLINE", "1")       # never ask a hub from the test suite
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.getbasetemp() / "zoo-home"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.delenv("ZOO_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("ZOO_FAULT", raising=False)
+    import zoo.api
+
+    zoo.api._CATALOG = None
+    yield
+    zoo.api._CATALOG = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,78 @@
+"""Crash-safe file writes: write a temp file in the same folder, fsync, then rename.
+
+A crash (or SIGKILL, or a full disk) mid-write leaves the previous version intact, because
+``os.replace`` within one filesystem is atomic.  Every file zoo writes goes through here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ZooError
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _fault_point("write", path)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _cleanup(tmp)
+        raise ZooError(f"could not write {path}: {exc.strerror or exc} — the previous "
+                       "version (if any) is intact; free disk space and retry") from None
+    except BaseException:
+        _cleanup(tmp)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def save_safetensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save
+
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v, default=_jsonable)
+            for k, v in (metadata or {}).items()}
+    return write_bytes(path, save(clean, metadata=meta))
+
+
+def _cleanup(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _jsonable(obj: Any):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _fault_point(kind: str, path: Path) -> None:
+    """Test-only fault injection (``ZOO_FAULT=kill_during_write:NAME``): see docs/reliability.md."""
+    fault = os.environ.get("ZOO_FAULT", "")
+    if fault.startswith("kill_during_write:") and path.name == fault.split(":", 1)[1]:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

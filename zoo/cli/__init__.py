@@ -1,0 +1,106 @@
+"""The ``zoo`` command line: a thin layer over :mod:`zoo.api`.
+
+Conventions (docs/cli.md): errors are one line on stderr with exit code 2 (click's usage
+errors too); ``--debug`` anywhere on the line shows the traceback; ``--json`` prints only
+JSON on stdout.  Importing this module imports no torch, so ``zoo --help`` stays fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..errors import ZooError
+
+DEBUG = False
+
+
+class ZooGroup(click.Group):
+    """Lists commands in the order they were added; plugins add theirs at startup."""
+
+    def list_commands(self, ctx):
+        return list(self.commands)
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                             "max_content_width": 100})
+@click.version_option(package_name="zoo", prog_name="zoo")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """zoo — pick a pretrained backbone, point it at your images, transfer it with a strategy.
+
+    \b
+    Quick start:
+      zoo list 'resnet*' --pretrained      models from every installed provider
+      zoo info resnet18                    provider(s), params, input size, tags
+      zoo run resnet18 --strategy finetune a full transfer job on the built-in demo data
+      zoo plugins                          what is installed, which hooks, what failed
+
+    Docs: docs/ in the repository (cli.md, jobs.md, runs.md, plugins.md, hooks.md).
+    """
+
+
+def _register_builtin_commands() -> None:
+    from . import catalog_cmds, run_cmd
+
+    for module in (catalog_cmds, run_cmd):
+        module.register(cli)
+    for name in ("weights_cmds", "runs_cmds", "compare_cmd", "rank_cmds", "plugin_cmds"):
+        try:
+            module = __import__(f"zoo.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name == f"zoo.cli.{name}":
+                continue
+            raise
+        module.register(cli)
+
+
+def _register_plugin_commands() -> None:
+    from ..api import get_catalog
+
+    pm = get_catalog().pm
+    for impl in pm.impls("register_commands"):
+        try:
+            pm.call_impl(impl, cli=cli)
+        except Exception as exc:
+            pm.fail_plugin(impl.plugin_name, f"register_commands raised {exc}")
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
+    if "--debug" in args:  # accepted before or after the subcommand
+        args = [a for a in args if a != "--debug"]
+    try:
+        _register_builtin_commands()
+        _register_plugin_commands()
+        cli.main(args=args, prog_name="zoo", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see `{exc.ctx.command_path} --help`)"
+        fail(f"{exc.format_message()}{hint}")
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except ZooError as exc:
+        if DEBUG:
+            raise
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+             getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        if DEBUG:
+            raise
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,173 @@
+"""``zoo run``: one transfer job from flags, a YAML config, presets and ``--set``."""
+from __future__ import annotations
+
+import click
+
+from .output import console, print_json, table
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(run_cmd)
+
+
+def job_options(f):
+    """Options shared by every command that builds a job (run, compare, rank)."""
+    options = [
+        click.option("--data", default=None, help="Dataset name (demo, digits, "
+                     "torchvision:CIFAR10, ...) or an ImageFolder path (./X forces a path)."),
+        click.option("--data-root", default=None,
+                     help="Where downloadable datasets live (default $ZOO_HOME/datasets)."),
+        click.option("--weights", default=None,
+                     help="auto (default) | pretrained | none | FILE | TAG."),
+        click.option("--head", default=None, help="Head name (linear, mlp, ...)."),
+        click.option("--epochs", type=int, default=None, help="Training epochs."),
+        click.option("--batch-size", type=int, default=None, help="Batch size."),
+        click.option("--lr", type=float, default=None, help="Base learning rate."),
+        click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
+        click.option("--device", default=None, help="auto | cpu | cuda | cuda:N | mps."),
+        click.option("--image-size", type=int, default=None,
+                     help="Input size (default: the backbone's pretrained size)."),
+        click.option("--metrics", default=None, help="Comma-separated metric names."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+                     help="Mixed precision (bf16 on CPU/CUDA, fp16 on CUDA)."),
+        click.option("--channels-last", is_flag=True, default=None,
+                     help="channels_last memory format (faster convs on GPU)."),
+        click.option("--compile", "compile_", is_flag=True, default=None,
+                     help="torch.compile the model (falls back with a warning)."),
+        click.option("--out", default=None, help="Parent folder of run folders (default runs)."),
+        click.option("--name", default=None, help="Run folder name."),
+        click.option("--preset", default=None, help="A named preset from registry.yaml."),
+        click.option("--config", type=click.Path(), default=None, help="A job YAML file."),
+        click.option("--registry", type=click.Path(), default=None,
+                     help="A registry YAML file extending the built-in one."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Set any job key by dotted path, e.g. --set train.lr=0.01."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epochs=None,
+               batch_size=None, lr=None, seed=None, device=None, image_size=None, metrics=None,
+               precision=None, channels_last=None, compile_=None, out=None, name=None,
+               strategy=None, **_ignored) -> dict:
+    """Command-line flags as a job-tree fragment."""
+    tree: dict = {}
+
+    def put(path: str, value):
+        if value is None:
+            return
+        node = tree
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+
+    if data is not None:
+        for k, v in cat.resolve_dataset_arg(data).items():
+            put(f"data.{k}", v)
+    put("data.root", data_root)
+    put("data.image_size", image_size)
+    put("weights", weights)
+    put("head.name", head)
+    put("strategy.name", strategy)
+    put("train.epochs", epochs)
+    put("train.batch_size", batch_size)
+    put("train.lr", lr)
+    put("train.precision", precision)
+    put("train.channels_last", channels_last)
+    put("train.compile", compile_)
+    put("seed", seed)
+    put("device", device)
+    put("out", out)
+    put("name", name)
+    if metrics is not None:
+        put("metrics", [m.strip() for m in metrics.split(",") if m.strip()])
+    return tree
+
+
+@click.command("run")
+@click.argument("model", required=False)
+@click.option("--strategy", "-s", default=None,
+              help="Transfer strategy (finetune, linear-probe, ...; see `zoo strategies`).")
+@job_options
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print the strategy plan (groups, trainable params, LRs) and exit.")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue an interrupted run folder from its last complete epoch.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json only (or the plan).")
+def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, registry, sets,
+            **flags):
+    """Transfer MODEL to a dataset with a strategy; write a run folder.
+
+    \b
+    zoo run resnet18 --strategy finetune                 demo data, 5 epochs
+    zoo run efficientnet_lite0 -s linear-probe --data ./photos
+    zoo run timm:resnet18 -s finetune --set train.lr=3e-4 --epochs 10
+    zoo run resnet18 -s finetune --plan                  show the plan, train nothing
+
+    The run folder (runs/NAME/) holds job.yaml, metrics.jsonl, splits.json,
+    model.safetensors, summary.json, curves.png and confusion.png.
+    """
+    from ..api import get_catalog, load_job
+    from ..errors import ConfigError
+    from ..jobspec import JobSpec
+
+    cat = get_catalog(registry=registry) if registry else get_catalog()
+    if resume:
+        from .. import rundir
+        from ..jobspec import load_job_file, job_from_tree
+
+        run_dir = rundir.require_run_dir(resume)
+        layer = load_job_file(run_dir / "job.yaml")
+        job = job_from_tree(layer.tree, layer.lines, layer.source)
+    else:
+        if not model and not config and not preset and not any(s.startswith("model=")
+                                                                for s in sets):
+            raise click.UsageError("missing MODEL (e.g. `zoo run resnet18 --strategy "
+                                   "finetune`; `zoo list` shows models)")
+        tree = flags_tree(cat, strategy=strategy, **flags)
+        job = load_job(model, config=config, preset=preset, flags=tree, sets=list(sets),
+                       registry=cat.registry)
+    assert isinstance(job, JobSpec)
+    from ..runner import run
+
+    out = console(stderr=as_json)
+    if plan_only:
+        plan = run(job, cat, quiet=True, plan_only=True)
+        if as_json:
+            print_json(plan)
+        else:
+            print_plan(out, plan)
+        return
+    if not quiet and not as_json:
+        out.print(f"[bold]zoo run[/bold] {job.model} · strategy {job.strategy.name} · "
+                  f"data {job.data.path or job.data.name} · {job.train.epochs} epochs")
+    summary = run(job, cat, quiet=quiet or as_json, console=out, resume=resume)
+    if as_json:
+        print_json(summary)
+        return
+    if not quiet:
+        rows = [[k, f"{v:.4f}"] for k, v in summary["test"].items()]
+        out.print(table(f"test metrics (best epoch {summary['best_epoch']})",
+                        ["metric", "value"], rows))
+    out.print(f"run folder: {summary['run_dir']}")
+    del ConfigError
+
+
+def print_plan(out, plan: dict) -> None:
+    out.print(f"[bold]plan[/bold] {plan['strategy']} for {plan.get('model', '')}: "
+              f"{plan['epochs']} epochs, {len(plan['phases'])} phase(s); weights "
+              f"{plan.get('weights', {}).get('source', '?')}")
+    for phase in plan["phases"]:
+        rows = [[g["name"], f"{g['params']:,}", "yes" if g["trainable"] else "frozen",
+                 f"{g['lr']:.3g}" if g["trainable"] else "-"] for g in phase["groups"]]
+        terms = ", ".join(phase["loss_terms"]) or "none"
+        out.print(table(f"phase '{phase['name']}': {phase['epochs']} epochs, BN {phase['bn']}, "
+                        f"base lr {phase['base_lr']:.3g}, loss terms: {terms}",
+                        ["layer group", "params", "trainable", "lr"], rows,
+                        caption=f"trainable params: {phase['trainable_params']:,}"))
+    for note in plan.get("notes", []):
+        out.print(note)

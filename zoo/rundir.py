@@ -1,0 +1,131 @@
+"""The run directory: naming, the files in it, and checkpoints for ``--resume``.
+
+Layout (``docs/runs.md``): ``job.yaml``, ``metrics.jsonl``, ``splits.json``,
+``model.safetensors``, ``summary.json``, ``curves.png``, ``confusion.png``/``.csv``, and
+``checkpoint/last.safetensors`` + ``checkpoint/last.json`` (resume state).  Every file is
+written atomically (:mod:`zoo.atomic`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+from . import atomic
+from .errors import CheckpointError
+
+SCHEMA = 1
+
+
+def sanitise(name: str) -> str:
+    """A folder-safe name: no ``:``, ``/`` or spaces."""
+    clean = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip("-.")
+    return clean or "run"
+
+
+def new_run_dir(out: str | Path, name: str | None, model: str, strategy: str) -> Path:
+    """Create a fresh run folder; unique even for runs started in the same second."""
+    out = Path(out)
+    base = sanitise(name) if name else sanitise(
+        f"{model}-{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        candidate = out / (base if i == 0 else f"{base}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"could not create a unique run folder under {out}")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "job.yaml").is_file()
+
+
+def require_run_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"run folder {p} does not exist — `zoo runs` lists past runs")
+    if not is_run_dir(p):
+        raise CheckpointError(f"{p} is not a zoo run folder (no job.yaml) — `zoo runs` "
+                              "lists past runs")
+    return p
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic.write_text(run_dir / "metrics.jsonl",
+                      "".join(json.dumps(r, default=atomic._jsonable) + "\n" for r in history))
+
+
+# -- resume checkpoints: safetensors for tensors, JSON for the rest (no pickle) ----------
+def save_checkpoint(run_dir: Path, model, state, meta: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if state.best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
+    opt_json = None
+    if state.optimizer_state is not None:
+        opt_json = {"param_groups": [{k: v for k, v in g.items() if k != "params"} | {
+            "params": g["params"]} for g in state.optimizer_state["param_groups"]],
+            "state": {}}
+        for idx, entry in state.optimizer_state["state"].items():
+            opt_json["state"][str(idx)] = {}
+            for name, value in entry.items():
+                if hasattr(value, "shape"):
+                    tensors[f"opt.{idx}.{name}"] = value
+                    opt_json["state"][str(idx)][name] = "tensor"
+                else:
+                    opt_json["state"][str(idx)][name] = value
+    info = {"schema": SCHEMA, "epoch": state.epoch, "best_value": state.best_value,
+            "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+            "history": state.history, "optimizer": opt_json, **meta}
+    ckpt = run_dir / "checkpoint"
+    # tensors first, then the JSON that points at them: a crash between the two leaves the
+    # previous JSON, whose epoch is older; load_checkpoint checks they agree.
+    atomic.save_safetensors(ckpt / "last.safetensors", tensors, {"epoch": str(state.epoch)})
+    atomic.write_json(ckpt / "last.json", info)
+
+
+def load_checkpoint(run_dir: Path):
+    """``(model_state, FitState)`` from ``checkpoint/``; a one-line error when unusable."""
+    import torch
+
+    from .loop import FitState
+    from .weights import read_safetensors
+
+    ckpt = Path(run_dir) / "checkpoint"
+    try:
+        info = json.loads((ckpt / "last.json").read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"{run_dir} has no usable checkpoint (checkpoint/last.json) — "
+                              "it stopped before its first epoch ended; start it again") from None
+    tensors, meta = read_safetensors(ckpt / "last.safetensors")
+    if str(meta.get("epoch")) != str(info.get("epoch")):
+        raise CheckpointError(f"{run_dir}: checkpoint files disagree (epoch "
+                              f"{meta.get('epoch')} vs {info.get('epoch')}) — a crash during "
+                              "saving; start the run again")
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    opt = None
+    if info.get("optimizer"):
+        o = info["optimizer"]
+        opt = {"param_groups": o["param_groups"], "state": {}}
+        for idx, entry in o["state"].items():
+            opt["state"][int(idx)] = {
+                name: (tensors[f"opt.{idx}.{name}"] if value == "tensor" else value)
+                for name, value in entry.items()}
+    state = FitState(epoch=info["epoch"], best_value=info["best_value"],
+                     best_epoch=info["best_epoch"], best_state=best,
+                     bad_epochs=info.get("bad_epochs", 0), history=info.get("history", []),
+                     optimizer_state=opt)
+    del torch
+    return model_state, state, info

