@@ -16,7 +16,7 @@ def job(*layers):
 def test_defaults_and_registry_strategy_defaults():
     j = job({"model": "resnet18"})
     assert j.strategy.name == "finetune"
-    assert j.strategy.params == {"backbone_lr_mult": 0.1}
+    assert j.strategy.params == {"backbone_lr_mult": "auto"}
     assert j.data.image_size == 32  # demo's registry default
     lp = job({"strategy": {"name": "linear-probe"}})
     assert lp.data.augment == "none" and lp.train.lr == 0.01

@@ -139,7 +139,15 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
 
     catalog = catalog or Catalog()
     catalog.registry.check_requires()
-    log = (lambda *a, **k: None) if quiet else (console.print if console else print)
+    if quiet:
+        def log(msg, style=None):
+            return None
+    elif console is not None:
+        def log(msg, style=None):
+            console.print(msg, markup=False, highlight=False, style=style)
+    else:
+        def log(msg, style=None):
+            print(msg, file=sys.stderr if style == "yellow" else sys.stdout)
     warnings: list[str] = []
     torch.manual_seed(job.seed)
     device = pick_device(job.device)
@@ -159,7 +167,7 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
     bundle = load_splits(catalog, job.data, job.seed, transforms_ready)
     warnings.extend(bundle.warnings)
     for w in warnings:
-        log(f"[yellow]{w}[/yellow]" if console else w)
+        log(w, style="yellow")
 
     extra = {}
     if job.source_data is not None:

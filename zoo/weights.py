@@ -204,8 +204,15 @@ def _is_classifier_key(backbone, key: str, local: bool) -> bool:
 def resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     """Build the backbone for ``ref`` with the weights ``weights_arg`` asks for.
 
-    Returns ``(backbone, weights_summary)``.
+    Returns ``(backbone, weights_summary)``; ``backbone.weights_source`` records where its
+    weights came from (``"none"``/``"random-init"`` when there are no source weights).
     """
+    backbone, summary = _resolve_and_load(catalog, ref, weights_arg, warnings)
+    backbone.weights_source = summary["source"]
+    return backbone, summary
+
+
+def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     provider = catalog.provider(ref.provider)
     arg = str(weights_arg)
     if arg == "none":
@@ -231,6 +238,7 @@ def resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if hit is not None:
         backbone = provider.create(ref.arch, ref.tag, pretrained=False)
         load_into_backbone(backbone, hit)
+        apply_pretrained_cfg(backbone, hit.info.get("pretrained_cfg"))
         return backbone, hit.summary()
     try:
         backbone = provider.create(ref.arch, tag, pretrained=True)
@@ -247,6 +255,27 @@ def resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         return provider.create(ref.arch, ref.tag, pretrained=False), {
             "source": "random-init", "sha256": None, "tag": None}
     raise WeightsError(message + fix)
+
+
+def apply_pretrained_cfg(backbone, cfg) -> None:
+    """Use the preprocessing that came with the weights (e.g. a plugin's mean/std)."""
+    if isinstance(cfg, str):
+        try:
+            cfg = json.loads(cfg)
+        except ValueError:
+            return
+    if not isinstance(cfg, dict):
+        return
+    from .backbones import PretrainedConfig
+
+    fields = {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")
+              if k in cfg}
+    if "input_size" in fields and isinstance(fields["input_size"], (list, tuple)):
+        fields["input_size"] = int(fields["input_size"][-1])
+    for k in ("mean", "std"):
+        if k in fields:
+            fields[k] = tuple(fields[k])
+    backbone.pretrained_cfg = PretrainedConfig(**{**backbone.pretrained_cfg.as_dict(), **fields})
 
 
 def _from_plugins(catalog, model: str, tag, store, looked: list[str]):

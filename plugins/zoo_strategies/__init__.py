@@ -25,19 +25,31 @@ class Strategy:
         return {**self.defaults, **job.strategy.params}
 
 
+def has_source_weights(model) -> bool:
+    """False when the backbone starts from random init (``--weights none`` or no weights)."""
+    return getattr(model.backbone, "weights_source", "unknown") not in ("none", "random-init")
+
+
 class Finetune(Strategy):
-    """All layers train; the backbone at ``lr × backbone_lr_mult``."""
+    """All layers train; the backbone at ``lr × backbone_lr_mult`` (auto: 0.1, or 1.0 from scratch)."""
 
     name = "finetune"
-    defaults = {"backbone_lr_mult": 0.1}
+    defaults = {"backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job):
         from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn
 
         p = self.params(job)
-        settings = all_groups(groups, trainable=True, lr_mult=float(p["backbone_lr_mult"]))
+        mult, notes = p["backbone_lr_mult"], []
+        if mult == "auto":
+            # a lower backbone LR protects source features; random init has none to protect
+            mult = 0.1 if has_source_weights(model) else 1.0
+            notes.append(f"backbone_lr_mult auto → {mult}" + (
+                "" if mult == 0.1 else " (no source weights: training from scratch)"))
+        mult = float(mult)
+        settings = all_groups(groups, trainable=True, lr_mult=mult)
         phase = Phase("finetune", job.train.epochs, settings, bn=resolve_bn(job, "train"))
-        return StrategyPlan(self.name, [phase])
+        return StrategyPlan(self.name, [phase], notes)
 
 
 class LinearProbe(Strategy):
