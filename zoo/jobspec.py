@@ -53,8 +53,8 @@ class StrategySpec:
 @dataclass
 class TrainSpec:
     epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 32
+    lr: float = 3e-3
     optimizer: str = "adamw"           # adamw | adam | sgd
     momentum: float = 0.9              # sgd only
     weight_decay: float = 0.05
