@@ -78,7 +78,12 @@ def test_same_seed_same_metrics(tmp_path):
 
 
 def test_run_learns_demo_above_chance(tmp_path):
-    s = run(tiny_job(tmp_path, train={"epochs": 4, "lr": 3e-3},
-                     strategy={"params": {"backbone_lr_mult": 1.0}}))
+    s = run(tiny_job(tmp_path, train={"epochs": 6, "lr": 3e-3, "scheduler": "constant"},
+                     data={"augment": "none", "params": {
+                         "per_class": 150,
+                         "classes": ["horizontal stripes", "vertical stripes", "checkerboard"]}}))
     chance = 1 / s["num_classes"]
     assert s["test"]["accuracy"] > chance + 0.2, s["test"]
+    losses = [json.loads(x)["train"]["loss"]
+              for x in open(f"{s['run_dir']}/metrics.jsonl").read().splitlines()]
+    assert losses[-1] < 0.8 * losses[0], losses
