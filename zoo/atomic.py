@@ -20,8 +20,9 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            _fault_point("write", path)
-            fh.write(data)
+            fh.write(data[: len(data) // 2])
+            _fault_point("write", path)  # a crash here leaves a half-written temp file
+            fh.write(data[len(data) // 2:])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -69,10 +70,25 @@ def _jsonable(obj: Any):
     return str(obj)
 
 
+_WRITES: dict[str, int] = {}
+
+
 def _fault_point(kind: str, path: Path) -> None:
-    """Test-only fault injection (``ZOO_FAULT=kill_during_write:NAME``): see docs/reliability.md."""
+    """Test-only fault injection, documented in docs/reliability.md.
+
+    ``ZOO_FAULT=kill_during_write:NAME[:N]`` SIGKILLs the process in the middle of the N-th
+    (default first) write of a file called NAME — after the temp file is opened, before the
+    rename — to prove the previous version survives.
+    """
     fault = os.environ.get("ZOO_FAULT", "")
-    if fault.startswith("kill_during_write:") and path.name == fault.split(":", 1)[1]:
+    if not fault.startswith("kill_during_write:"):
+        return
+    parts = fault.split(":")
+    name, nth = parts[1], int(parts[2]) if len(parts) > 2 else 1
+    if path.name != name:
+        return
+    _WRITES[name] = _WRITES.get(name, 0) + 1
+    if _WRITES[name] == nth:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -156,6 +156,7 @@ class Catalog:
             prov, pattern = pattern.split(":", 1)
             providers = [prov]
             self.get("providers", prov)
+            self._check_provider_listed(prov)
         refs = []
         for prov in providers or self.provider_order():
             for arch in self._models_of(prov, pretrained):
@@ -165,12 +166,58 @@ class Catalog:
         return refs
 
     def _models_of(self, provider: str, pretrained: bool) -> list[str]:
+        """The provider's model names; a provider whose listing raises offers none.
+
+        The failure is reported against the plugin that registered the provider (its
+        record's ``error``, shown by ``zoo plugins``; one warning line on stderr), so one
+        broken provider never breaks ``zoo list`` or name resolution for the others.
+        ``ZOO_STRICT_PLUGINS=1`` raises :class:`~zoo.errors.PluginError` instead.
+        """
         key = (provider, pretrained)
         if key not in self._model_lists:
             from .modelcache import cached_model_list
 
-            self._model_lists[key] = cached_model_list(self, provider, pretrained)
+            try:
+                self._model_lists[key] = cached_model_list(self, provider, pretrained)
+            except Exception as exc:  # a broken provider must not break listing
+                self._provider_failed(provider, exc)
+                self._model_lists[key] = []
         return self._model_lists[key]
+
+    def _provider_failed(self, provider: str, exc: Exception) -> None:
+        import sys
+
+        from .errors import PluginError
+        from .plugins import strict_plugins
+
+        plugin = self.components["providers"][provider].plugin
+        detail = " ".join(str(exc).split())[:300]
+        message = (f"provider '{provider}' (plugin '{plugin}') could not list its models: "
+                   f"{type(exc).__name__}: {detail}")
+        first = provider not in self.provider_errors
+        self.provider_errors[provider] = message
+        record = self.pm.records.get(plugin)
+        if record is not None:
+            record.error = message
+        if strict_plugins():
+            raise PluginError(message) from exc
+        if first:
+            print(f"warning: {message}; skipped", file=sys.stderr)
+
+    @property
+    def provider_errors(self) -> dict[str, str]:
+        """Provider name → why listing its models failed (see :meth:`_models_of`)."""
+        if not hasattr(self, "_provider_errors"):
+            self._provider_errors: dict[str, str] = {}
+        return self._provider_errors
+
+    def _check_provider_listed(self, provider: str) -> None:
+        """An explicitly named provider whose listing failed: say so instead of 'unknown'."""
+        self._models_of(provider, False)
+        if provider in self.provider_errors:
+            from .errors import PluginError
+
+            raise PluginError(self.provider_errors[provider])
 
     def resolve_model(self, name: str) -> ModelRef:
         """``[provider:]arch[.tag]`` (or an alias) → :class:`ModelRef`; did-you-mean on errors."""
@@ -180,6 +227,7 @@ class Catalog:
         if ":" in raw:
             provider, raw = raw.split(":", 1)
             self.get("providers", provider)
+            self._check_provider_listed(provider)
         arch, _, tag = raw.partition(".")
         candidates = [provider] if provider else self.provider_order()
         found = [p for p in candidates if arch in set(self._models_of(p, False))]

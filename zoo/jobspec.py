@@ -68,8 +68,9 @@ class TrainSpec:
     channels_last: bool = False
     compile: bool = False
     on_nan: str = "stop"               # stop | skip
-    feature_cache: str = "auto"        # auto | off : frozen-backbone phases on cached features
+    feature_cache: str | bool = "auto"  # auto | off : frozen-backbone phases on cached features
     cache_budget_mb: int = 2048        # largest feature cache kept (memory or disk)
+    sync_bn: bool = False              # torchrun: SyncBatchNorm across ranks (CUDA only)
 
 
 @dataclass
@@ -252,6 +253,8 @@ def _type_name(kind) -> str:
 
 
 def _check_values(job: JobSpec) -> None:
+    if isinstance(job.train.feature_cache, bool):  # YAML reads a bare off/on as a boolean
+        job.train.feature_cache = "auto" if job.train.feature_cache else "off"
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(job, section), key)
         if value not in allowed:

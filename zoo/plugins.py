@@ -66,7 +66,11 @@ class ZooPluginManager(pluggy.PluginManager):
         wanted = os.environ.get("ZOO_LOAD_PLUGINS")
         only = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
         seen: set[str] = set()
-        for ep in md.entry_points(group=group):
+        # built-ins first, so they win name clashes and third-party order stays stable
+        eps = sorted(md.entry_points(group=group),
+                     key=lambda ep: (getattr(getattr(ep, "dist", None), "name", None)
+                                     != BUILTIN_DISTRIBUTION))
+        for ep in eps:
             if ep.name in seen:  # the same distribution found twice on sys.path
                 continue
             seen.add(ep.name)
@@ -137,7 +141,8 @@ class ZooPluginManager(pluggy.PluginManager):
     # -- calling registration hooks one plugin at a time ---------------------------------
     def impls(self, hook_name: str) -> list:
         """The implementations of ``hook_name`` in plugin load order."""
-        return list(reversed(getattr(self.hook, hook_name).get_hookimpls()))  # pluggy: LIFO
+        # get_hookimpls() is in registration order (pluggy *calls* them in reverse)
+        return list(getattr(self.hook, hook_name).get_hookimpls())
 
     def call_impl(self, impl, **kwargs: Any) -> Any:
         """Call one implementation with the subset of ``kwargs`` it accepts (traced if asked)."""

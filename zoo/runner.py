@@ -82,8 +82,8 @@ def make_plan(catalog, job, built: BuiltModel, extra: dict | None = None):
 
     comp = catalog.get("strategies", job.strategy.name)
     strategy = comp.obj
-    if extra and hasattr(strategy, "prepare"):
-        strategy.prepare(**extra)
+    if hasattr(strategy, "prepare"):  # every time: no state left from an earlier run
+        strategy.prepare(**(extra or {}))
     plan = strategy.plan(built.model, built.groups, job)
     from .strategy import StrategyPlan
 
@@ -128,9 +128,23 @@ def versions(catalog) -> dict:
 
 def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | None = None,
         plan_only: bool = False, on_plan: Callable | None = None) -> dict:
-    """Execute ``job``; return ``summary.json``'s content (or the plan with ``plan_only``)."""
+    """Execute ``job``; return ``summary.json``'s content (or the plan with ``plan_only``).
+
+    Launched by torchrun, every rank calls this inside one process group; rank 0 alone
+    writes the run folder, logs and draws progress bars (docs/distributed.md).
+    """
+    from . import distributed
+
+    with distributed.session(pick_device(job.device)) as device:
+        return _run(job, catalog, device, quiet=quiet, console=console, resume=resume,
+                    plan_only=plan_only, on_plan=on_plan)
+
+
+def _run(job, catalog, device, *, quiet: bool, console, resume: str | None, plan_only: bool,
+         on_plan: Callable | None) -> dict:
     import torch
 
+    from . import distributed
     from .catalog import Catalog
     from .data import load_splits, make_loader
     from .features import FeatureCache
@@ -139,7 +153,8 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
 
     catalog = catalog or Catalog()
     catalog.registry.check_requires()
-    if quiet:
+    main = distributed.is_main()  # rank 0 (or the only process) writes, logs, shows progress
+    if quiet or not main:
         def log(msg, style=None):
             return None
     elif console is not None:
@@ -150,13 +165,14 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
             print(msg, file=sys.stderr if style == "yellow" else sys.stdout)
     warnings: list[str] = []
     torch.manual_seed(job.seed)
-    device = pick_device(job.device)
 
     # -- data first: the number of classes shapes the head --------------------------------
     probe_spec = job.data
     transforms_ready = {}
     bundle = load_splits(catalog, probe_spec, job.seed, {})  # uint8 tensors; cheap (cached)
     num_classes = len(bundle.classes)
+    if resume:
+        check_resumable(resume, bundle.classes)
     built = build_model(catalog, job, num_classes, warnings)
     model = built.model
     cfg = model.backbone.pretrained_cfg
@@ -169,7 +185,7 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
     for w in warnings:
         log(w, style="yellow")
 
-    extra = {}
+    extra = {"bundle": bundle, "device": device}  # for strategies with prepare(): auto, joint
     if job.source_data is not None:
         src = load_splits(catalog, job.source_data, job.seed,
                           {"train": transforms_ready["train"]})
@@ -197,8 +213,11 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
     }
     metrics, other_metrics = build_metrics(catalog, job, num_classes, device)
     model.to(device)
+    model = distributed.prepare_model(model, job, device, warnings, log)  # train.sync_bn
     if job.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if job.train.compile:
+        compile_backbone(model, bundle.train, device, warnings, log)
 
     # -- run folder ------------------------------------------------------------------------
     state = None
@@ -211,14 +230,17 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
             raise ZooError(f"checkpoint in {run_dir} does not fit this job's model "
                            f"({str(exc).splitlines()[0][:160]})") from None
         log(f"resuming {run_dir} after epoch {state.epoch}")
-    else:
-        run_dir = rundir.new_run_dir(job.out, job.name, built.ref.arch, job.strategy.name)
-    ctx = RunContext(job, run_dir, catalog, warnings=warnings, log=log)
-    atomic.write_text(run_dir / "job.yaml", job.to_yaml())
-    atomic.write_json(run_dir / "splits.json", {
-        "classes": bundle.classes,
-        **{s: list(getattr(getattr(bundle, s), "sample_ids", []) or [])
-           for s in ("train", "val", "test")}})
+    else:  # under torchrun rank 0 creates it and tells the other ranks
+        run_dir = Path(distributed.broadcast_object(str(rundir.new_run_dir(
+            job.out, job.name, built.ref.arch, job.strategy.name)) if main else None))
+    ctx = RunContext(job, run_dir, catalog, rank=distributed.rank(),
+                     world_size=distributed.world_size(), warnings=warnings, log=log)
+    if main:
+        atomic.write_text(run_dir / "job.yaml", job.to_yaml())
+        atomic.write_json(run_dir / "splits.json", {
+            "classes": bundle.classes,
+            **{s: list(getattr(getattr(bundle, s), "sample_ids", []) or [])
+               for s in ("train", "val", "test")}})
 
     # frozen-backbone phases on deterministic inputs train on cached features
     cache = FeatureCache(model.backbone, loaders, device, job)
@@ -239,6 +261,7 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
                      "strategy": job.strategy.name, "weights": built.weights,
                      "num_classes": num_classes, "classes": bundle.classes,
                      "epochs": plan.epochs, "seed": job.seed, "device": str(device),
+                     "world_size": distributed.world_size(),
                      "versions": versions(catalog), "warnings": warnings}
     history = list(state.history) if state else []
 
@@ -255,24 +278,27 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
         rundir.save_checkpoint(run_dir, model, st, {"model": built.ref.full})
 
     previous = _install_sigterm()
-    progress = None if quiet else _progress(console)
+    progress = None if quiet or not main else _progress(console)
     try:
         if progress is not None:
             progress.start()
-        state = fit(model, built.groups, plan, loaders, metrics, job, device, state=state,
-                    feature_loaders=feature_loaders, on_epoch=on_epoch, checkpoint=checkpoint,
-                    progress=progress, log=log)
+        with distributed.peer_errors():  # another rank died: a clear error, not a traceback
+            state = fit(model, built.groups, plan, loaders, metrics, job, device, state=state,
+                        feature_loaders=feature_loaders, on_epoch=on_epoch if main else None,
+                        checkpoint=checkpoint if main else None, progress=progress, log=log)
     except (KeyboardInterrupt, _Terminated) as exc:
         code = 143 if isinstance(exc, _Terminated) else 130
         summary.update(status="interrupted", seconds=time.perf_counter() - started)
-        atomic.write_json(run_dir / "summary.json", summary)
-        catalog.pm.hook.on_run_end(run=ctx, summary=summary)
+        if main:
+            atomic.write_json(run_dir / "summary.json", summary)
+            catalog.pm.hook.on_run_end(run=ctx, summary=summary)
         raise RunInterrupted(f"interrupted; the last complete epoch is saved — resume with "
                              f"`zoo run --resume {run_dir}`", exit_code=code) from None
     except ZooError as exc:
         summary.update(status="failed", error=str(exc), seconds=time.perf_counter() - started)
-        atomic.write_json(run_dir / "summary.json", summary)
-        catalog.pm.hook.on_run_end(run=ctx, summary=summary)
+        if main:
+            atomic.write_json(run_dir / "summary.json", summary)
+            catalog.pm.hook.on_run_end(run=ctx, summary=summary)
         raise
     finally:
         if progress is not None:
@@ -292,7 +318,9 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
         test_loader, forward = loaders["test"], model
     test_raw, outputs = evaluate(forward, test_loader, test_metrics, device,
                                  job.train.precision, job.train.channels_last, collect=True)
-    test = {k: v for k, v in test_raw.items() if isinstance(v, float)}
+    test = {k: v for k, v in test_raw.items() if isinstance(v, float)}  # same on every rank
+    if not main:  # rank 0 writes the outputs
+        return dict(summary, status="completed", test=test)
     _write_non_scalar(run_dir, test_raw, bundle.classes)
 
     from .backbones import count_params
@@ -322,6 +350,47 @@ def run(job, catalog=None, *, quiet: bool = False, console=None, resume: str | N
         atomic.write_json(run_dir / "summary.json", summary)
     catalog.pm.hook.on_run_end(run=ctx, summary=summary)
     return summary
+
+
+def check_resumable(resume: str | Path, classes: list) -> None:
+    """Refuse, before anything is written, a run that cannot be resumed as it is."""
+    from .errors import CheckpointError
+
+    run_dir = rundir.require_run_dir(resume)
+    if (rundir.read_summary(run_dir) or {}).get("status") == "completed":
+        raise CheckpointError(f"{run_dir} has already completed — nothing to resume "
+                              f"(`zoo eval {run_dir}` re-evaluates it)")
+    try:
+        saved = json.loads((run_dir / "splits.json").read_text()).get("classes")
+    except (OSError, ValueError):
+        saved = None
+    if saved is not None and list(saved) != list(classes):
+        raise CheckpointError(f"{run_dir} was trained on {len(saved)} classes, but its data now "
+                              f"gives {len(classes)} ({', '.join(map(str, classes[:4]))}"
+                              f"{', ...' if len(classes) > 4 else ''}) — resuming needs the "
+                              "same data; did job.yaml or the dataset change?")
+
+
+def compile_backbone(model, dataset, device, warnings: list, log) -> bool:
+    """``torch.compile`` the backbone in place (state-dict keys unchanged); on any failure
+    fall back to eager mode with a warning instead of failing the run."""
+    import torch
+
+    body = model.backbone.body
+    try:
+        body.compile()
+        sample = dataset[0][0].unsqueeze(0).to(device)
+        with torch.no_grad():
+            body.eval()
+            body(sample)
+        return True
+    except Exception as exc:  # compilers missing, unsupported ops, old torch
+        body._compiled_call_impl = None
+        message = (f"torch.compile failed ({type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); running eagerly")
+        warnings.append(message)
+        log(message, style="yellow")
+        return False
 
 
 def save_model(path: Path, model, built: BuiltModel, job, classes: list) -> None:

@@ -1,0 +1,44 @@
+"""Plugin-authoring commands: ``zoo new-plugin``."""
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(new_plugin_cmd)
+
+
+@click.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", required=True,
+              type=click.Choice(["backbone", "head", "strategy", "metric", "dataset"]),
+              help="What the plugin registers.")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(),
+              help="Where to create the zoo-NAME/ folder.")
+def new_plugin_cmd(name, kind, directory):
+    """Write an installable plugin package zoo-NAME/ for one component of KIND.
+
+    \b
+    zoo new-plugin cosine --kind head        → zoo-cosine/ registering head "cosine"
+    cd zoo-cosine && pip install -e . && python -m pytest tests
+    zoo run resnet18 --head cosine
+
+    The package has a pyproject.toml (entry point in group "zoo"), the hook implementation,
+    a README and tests using zoo.testing.  See docs/plugins.md.
+    """
+    from ..scaffold import new_plugin, plugin_names
+
+    root, files = new_plugin(name, kind, directory)
+    names = plugin_names(name)
+    click.echo(f"created {root}/ ({kind} '{names.component}', plugin '{names.entry_point}'):")
+    for path in files:
+        click.echo(f"  {path.relative_to(root)}")
+    click.echo("next:")
+    click.echo(f"  cd {root} && pip install -e .")
+    click.echo(f"  zoo plugins --hook {_HOOK[kind]}")
+    click.echo("  python -m pytest tests -q")
+
+
+_HOOK = {"backbone": "register_backbone_providers", "head": "register_heads",
+         "strategy": "register_strategies", "metric": "register_metrics",
+         "dataset": "register_datasets"}
