@@ -25,6 +25,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data[len(data) // 2:])
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except OSError as exc:
         _cleanup(tmp)
@@ -45,12 +46,38 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def save_safetensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save
+    """Write tensors as safetensors, atomically, without a second in-memory copy."""
+    from safetensors.torch import save_file
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v, default=_jsonable)
             for k, v in (metadata or {}).items()}
-    return write_bytes(path, save(clean, metadata=meta))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(clean, tmp, metadata=meta)
+        _fault_point("write", path)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _cleanup(tmp)
+        raise ZooError(f"could not write {path}: {exc.strerror or exc} — the previous "
+                       "version (if any) is intact; free disk space and retry") from None
+    except BaseException:
+        _cleanup(tmp)
+        raise
+    return path
+
+
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; give results the usual rw-r--r-- (minus the umask)
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _cleanup(tmp: str) -> None:

@@ -56,8 +56,15 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
     import torch
     from torch.utils.data import DataLoader
 
+    from . import distributed
+
     workers = default_workers(dataset) if workers is None else workers
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=device_type == "cuda", drop_last=False)
+    # under torchrun: this rank's shard, shuffled by the same generator (zoo.distributed)
+    sampler = distributed.sampler(dataset, shuffle, gen)
+    sharded = sampler is not None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and not sharded,
+                      sampler=sampler, generator=gen, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=device_type == "cuda",
+                      drop_last=False,
+                      worker_init_fn=distributed.worker_init if sharded and workers else None)

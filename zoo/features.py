@@ -70,16 +70,27 @@ class FeatureCache:
         if split not in self.splits:
             import time
 
+            from . import distributed
+            from .data import make_loader
+
             start = time.perf_counter()
-            loader = self.image_loaders[split]
+            image_loader = self.image_loaders[split]
+            dataset = image_loader.dataset
+            # features in dataset order; under torchrun each rank runs the backbone on its
+            # shard only and the shards are gathered, so every rank holds the whole split
+            loader = make_loader(dataset, image_loader.batch_size, False, self.job.seed,
+                                 image_loader.num_workers, self.device.type)
             x, y = extract_features(self.backbone, loader, self.device,
                                     self.job.train.precision, self.job.train.channels_last,
                                     self.progress, f"caching {split} features")
-            self.splits[split] = FeatureDataset(x, y, loader.dataset.classes)
+            n = len(dataset)
+            x, y = distributed.gather_rows(x, n), distributed.gather_rows(y, n)
+            self.splits[split] = FeatureDataset(x, y, dataset.classes)
             self.seconds += time.perf_counter() - start
         return self.splits[split]
 
     def loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.job.seed) if shuffle else None
-        return DataLoader(self.dataset(split), batch_size=batch_size, shuffle=shuffle,
-                          generator=gen)
+        """Cached features of ``split`` (this rank's shard of them under torchrun)."""
+        from .data import make_loader
+
+        return make_loader(self.dataset(split), batch_size, shuffle, self.job.seed, 0, "cpu")

@@ -7,10 +7,13 @@ it through ``on_epoch_end``; strategies change it only through their plan and lo
 
 Frozen-backbone phases with deterministic inputs train on cached features
 (:mod:`zoo.features`): ``batch_forward`` is then just the head.
+
+Under torchrun (:mod:`zoo.distributed`) each phase's trainable part is wrapped in
+DistributedDataParallel, and the epoch's train loss, the evaluation loss and a non-finite
+loss are agreed on by all ranks (torchmetrics syncs the metrics itself).
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -21,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from . import distributed
 from .errors import RunInterrupted, TrainingError
 from .strategy import LossContext, apply_phase, set_train_mode
 
@@ -131,6 +135,7 @@ def evaluate(forward: Callable, loader, metrics: dict, device: torch.device,
             flush()
             buffered = 0
     flush()
+    total_loss, count = distributed.all_reduce_sums(total_loss, count)  # no-op in 1 process
     results: dict[str, Any] = {"loss": total_loss / max(1, count)}
     for name, m in metrics.items():
         value = m.compute()
@@ -167,6 +172,9 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             epoch_base += phase.epochs
             continue
         param_groups = apply_phase(model, groups, phase, t.lr)
+        if state.best_state is not None:  # tensors shared while frozen may train now
+            state.best_state = {k: v.clone() if k in trainable_names(model) else v
+                                for k, v in state.best_state.items()}
         for term in phase.loss_terms:
             term.to(device)
         planned_lrs = [g["lr"] for g in param_groups]
@@ -181,6 +189,9 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
         total_steps = steps_per_epoch * phase.epochs
         warmup = steps_per_epoch * min(t.warmup_epochs, phase.epochs)
         needs_features = any(getattr(term, "needs_features", True) for term in phase.loss_terms)
+        # under torchrun: this phase's trainable part in DDP (rebuilt every phase); else None
+        ddp = distributed.wrap_phase(model, phase, cached is not None,
+                                     bool(phase.loss_terms) and needs_features)
 
         for epoch_in_phase in range(state.epoch - epoch_base, phase.epochs):
             epoch = epoch_base + epoch_in_phase + 1
@@ -200,7 +211,9 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                     inputs = inputs.to(memory_format=torch.channels_last)
                 targets = targets.to(device, non_blocking=True)
                 with autocast_for(device, t.precision):
-                    if phase.loss_terms and not cached and needs_features:
+                    if ddp is not None:
+                        features, logits = ddp(inputs)
+                    elif phase.loss_terms and not cached and needs_features:
                         features = model.backbone(inputs)
                         logits = model.head(features)
                     else:
@@ -211,7 +224,8 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                         for term in phase.loss_terms:
                             loss = loss + term(ctx)
                 loss_value = loss.item()  # the one host sync per step (NaN check, progress)
-                if not math.isfinite(loss_value) or (fault and _fault_nan(epoch, step)):
+                bad = not math.isfinite(loss_value) or bool(fault and _fault_nan(epoch, step))
+                if distributed.any_rank(bad):  # all ranks skip (or stop) together
                     if t.on_nan == "skip":
                         skipped += 1
                         optimizer.zero_grad(set_to_none=True)
@@ -243,6 +257,9 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                     _fault_interrupt_mid_epoch(epoch, step)
             if progress is not None:
                 progress.remove_task(task)
+            running, seen, skipped = distributed.all_reduce_sums(running, seen, skipped)
+            distributed.sync_buffers(model)  # rank 0's BatchNorm statistics everywhere
+            distributed.check_in_sync(model, f"after epoch {epoch}")
             if seen == 0 and skipped:
                 raise TrainingError(f"every step of epoch {epoch} had a non-finite loss — "
                                     f"lower the learning rate (now {t.lr:g})")
@@ -266,8 +283,7 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                          else value < state.best_value))
             if improved:
                 state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-                state.best_state = copy.deepcopy(
-                    {k: v.detach().clone() for k, v in model.state_dict().items()})
+                state.best_state = snapshot(model)
             else:
                 state.bad_epochs += 1
             state.optimizer_state = optimizer.state_dict()
@@ -284,6 +300,21 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
         epoch_base += phase.epochs
         state.optimizer_state = None
     return state
+
+
+def trainable_names(model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def snapshot(model: nn.Module) -> dict:
+    """The model's state for "best epoch so far": trainable parameters and buffers are
+    copied; frozen parameters are shared (they cannot change during this phase, and
+    :func:`fit` copies them before a later phase trains them) — a frozen backbone is not
+    duplicated in memory."""
+    train = trainable_names(model)
+    params = {n for n, _ in model.named_parameters()}
+    return {k: (v.detach().clone() if k in train or k not in params else v.detach())
+            for k, v in model.state_dict().items()}
 
 
 def _trainable(optimizer) -> list:
@@ -311,7 +342,9 @@ def _class_weights(job, loader, device):
 def _seed_epoch(loader, seed: int, epoch: int) -> None:
     # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run sees the
     # same batches and the same random crops as an uninterrupted one.
-    torch.manual_seed(seed * 100_003 + epoch)
+    # Under torchrun the loader's generator (hence the permutation shared by the ranks) is
+    # the same on every rank; the global seed, which drives augmentation, differs per rank.
+    torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * distributed.rank())
     gen = getattr(loader, "generator", None)
     if gen is not None:
         gen.manual_seed(seed * 100_003 + epoch)
@@ -337,6 +370,9 @@ def _fault_nan(epoch: int, step: int) -> bool:
 
 def _fault_interrupt_mid_epoch(epoch: int, step: int) -> None:
     f = _fault()
+    if (f.startswith("crash_rank:") and distributed.active() and epoch == 1 and step == 0
+            and f == f"crash_rank:{distributed.rank()}"):
+        distributed.crash_now()  # a hard crash of one rank after its first step
     if f.startswith("signal_at:"):
         _, e, s, sig = (f.split(":") + ["INT"])[:4]
         if int(e) == epoch and int(s) == step + 1:

@@ -69,9 +69,17 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
 
 # -- resume checkpoints: safetensors for tensors, JSON for the rest (no pickle) ----------
 def save_checkpoint(run_dir: Path, model, state, meta: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    current = model.state_dict()
+    tensors = {f"model.{k}": v for k, v in current.items()}
+    best_from_model: list[str] = []  # best-epoch tensors that *are* the model's (frozen ones)
     if state.best_state is not None:
-        tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
+        for k, v in state.best_state.items():
+            m = current.get(k)
+            if (m is not None and v.numel() and v.data_ptr() == m.data_ptr()
+                    and v.shape == m.shape and v.dtype == m.dtype):
+                best_from_model.append(k)  # safetensors refuses shared memory; store it once
+            else:
+                tensors[f"best.{k}"] = v
     opt_json = None
     if state.optimizer_state is not None:
         opt_json = {"param_groups": [{k: v for k, v in g.items() if k != "params"} | {
@@ -87,7 +95,8 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict) -> None:
                     opt_json["state"][str(idx)][name] = value
     info = {"schema": SCHEMA, "epoch": state.epoch, "best_value": state.best_value,
             "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-            "history": state.history, "optimizer": opt_json, **meta}
+            "history": state.history, "optimizer": opt_json,
+            "best_from_model": best_from_model, **meta}
     ckpt = run_dir / "checkpoint"
     # tensors first, then the JSON that points at them: a crash between the two leaves the
     # previous JSON, whose epoch is older; load_checkpoint checks they agree.
@@ -114,7 +123,13 @@ def load_checkpoint(run_dir: Path):
                               f"{meta.get('epoch')} vs {info.get('epoch')}) — a crash during "
                               "saving; start the run again")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    for k in info.get("best_from_model") or []:
+        if k not in model_state:
+            raise CheckpointError(f"{run_dir}: checkpoint/last.json names tensor {k}, which "
+                                  "last.safetensors lacks — a damaged checkpoint")
+        best[k] = model_state[k].clone()
+    best = best or None
     opt = None
     if info.get("optimizer"):
         o = info["optimizer"]

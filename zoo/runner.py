@@ -227,8 +227,11 @@ def _run(job, catalog, device, *, quiet: bool, console, resume: str | None, plan
         try:
             model.load_state_dict(model_state)
         except RuntimeError as exc:
-            raise ZooError(f"checkpoint in {run_dir} does not fit this job's model "
-                           f"({str(exc).splitlines()[0][:160]})") from None
+            from .errors import CheckpointError
+            from .runs import state_dict_error
+
+            raise CheckpointError(f"checkpoint in {run_dir} does not fit this job's model "
+                                  f"({state_dict_error(exc)}) — did job.yaml change?") from None
         log(f"resuming {run_dir} after epoch {state.epoch}")
     else:  # under torchrun rank 0 creates it and tells the other ranks
         run_dir = Path(distributed.broadcast_object(str(rundir.new_run_dir(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from . import rundir
@@ -53,15 +54,23 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
         model.load_state_dict(tensors)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit {meta['model']}: "
-                              f"{str(exc).splitlines()[0][:160]}") from None
+                              f"{state_dict_error(exc)}") from None
     import torch
 
     model.to(torch.device(device)).eval()
     return LoadedRun(run_dir, job, model, meta, meta["classes"], int(meta["image_size"]))
 
 
+def state_dict_error(exc: BaseException) -> str:
+    """The informative line of ``load_state_dict``'s error (its first line is a header)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:]), lines[0] if lines else type(exc).__name__)
+    return detail[:200]
+
+
 def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
-                 device: str = "cpu", batch_size: int | None = None) -> dict:
+                 device: str = "cpu", batch_size: int | None = None,
+                 data_root: str | None = None) -> dict:
     """Metrics of a run's saved model on its own test split (or on ``data``)."""
     import torch
 
@@ -78,7 +87,14 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
     if data is not None:
         from dataclasses import replace
 
-        spec = replace(spec, **catalog.resolve_dataset_arg(data))
+        target = catalog.resolve_dataset_arg(data)
+        if target["name"] != spec.name:  # another dataset: the run's params are not its own
+            spec = replace(spec, params={})
+        spec = replace(spec, **target)
+    if data_root is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, root=data_root)
     tf = build_transform(run.model.backbone.pretrained_cfg, run.image_size, "none", False)
     bundle = load_splits(catalog, spec, job.seed, {"train": tf, "val": tf, "test": tf})
     if data is None and bundle.classes != run.classes:
@@ -118,4 +134,5 @@ def list_runs(parent: str | Path = "runs") -> list[dict]:
             "accuracy": (summary.get("test") or {}).get("accuracy"),
             "mtime": (d / "job.yaml").stat().st_mtime,
         })
+        rows[-1]["date"] = datetime.fromtimestamp(rows[-1]["mtime"]).strftime("%Y-%m-%d %H:%M")
     return sorted(rows, key=lambda r: r["mtime"], reverse=True)

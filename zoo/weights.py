@@ -104,21 +104,67 @@ def read_torch_file(path: Path) -> dict:
 
 
 class WeightStore:
-    """zoo's own weight store: ``$ZOO_HOME/weights`` (see :mod:`zoo.store` for management)."""
+    """zoo's own weight store: ``$ZOO_HOME/weights`` (see :mod:`zoo.store` for the layout,
+    the manifest and the lock; ``zoo weights`` manages it).
+
+    ``model`` is ``provider:arch`` throughout; ``tag`` the provider's weights tag or None.
+    """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else zoo_home() / "weights"
 
     def path_for(self, model: str, tag: str | None = None) -> Path:
-        safe = model.replace(":", "__").replace("/", "_")
-        return self.root / (f"{safe}.{tag}" if tag else safe) / "weights.safetensors"
+        from .store import FILE_NAME, folder_name
+
+        return self.root / folder_name(model, tag) / FILE_NAME
 
     def get(self, model: str, tag: str | None = None) -> ResolvedWeights | None:
+        """The stored weights (checked against the manifest's sha256), or None."""
         path = self.path_for(model, tag)
         if not path.is_file():
             return None
+        digest = sha256_file(path)
+        entry = self.entry(model, tag)
+        if entry and entry.get("sha256") and entry["sha256"] != digest:
+            from .store import entry_key
+
+            key = entry_key(model, tag)
+            raise WeightsError(f"stored weights {path} do not match their sha256 in the "
+                               f"manifest (corrupt file) — `zoo weights rm {key}` then `zoo "
+                               f"weights pull {key}` (or import them again)")
         tensors, meta = read_safetensors(path)
-        return ResolvedWeights("store", tensors, sha256_file(path), str(path), tag, meta)
+        info = dict(meta)
+        if entry:
+            info["store_entry"] = entry
+        return ResolvedWeights("store", tensors, digest, str(path), tag, info)
+
+    # -- management (zoo.store does the work: lock + manifest + atomic files) -------------
+    def put(self, model: str, tag: str | None, tensors: dict, source: str,
+            metadata: dict | None = None, extra: dict | None = None) -> dict:
+        """Store ``tensors`` (source naming) for ``model``/``tag``; return the manifest entry."""
+        from . import store
+
+        return store.put(self.root, model, tag, tensors, source, metadata, extra)
+
+    def entry(self, model: str, tag: str | None = None) -> dict | None:
+        from . import store
+
+        return store.entry(self.root, model, tag)
+
+    def entries(self) -> list[dict]:
+        from . import store
+
+        return store.entries(self.root)
+
+    def remove(self, model: str, tag: str | None = None) -> dict:
+        from . import store
+
+        return store.remove(self.root, model, tag)
+
+    def verify(self) -> list[dict]:
+        from . import store
+
+        return store.verify(self.root)
 
 
 def normalise_weights(found: Any, source: str, tag: str | None) -> ResolvedWeights:
@@ -227,6 +273,7 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         found = ResolvedWeights(f"file:{path}", tensors, sha256_file(path), str(path), None,
                                 meta)
         load_into_backbone(backbone, found)
+        apply_pretrained_cfg(backbone, pretrained_cfg_of(meta))  # e.g. a zoo run's own
         return backbone, found.summary()
     tag = ref.tag if arg in SPECIAL else arg
     looked: list[str] = []
@@ -255,6 +302,19 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         return provider.create(ref.arch, ref.tag, pretrained=False), {
             "source": "random-init", "sha256": None, "tag": None}
     raise WeightsError(message + fix)
+
+
+def pretrained_cfg_of(meta: dict):
+    """The preprocessing recorded in a safetensors file's metadata, if any: the store's
+    ``pretrained_cfg`` key, or the ``zoo`` metadata of a run's ``model.safetensors``."""
+    if not isinstance(meta, dict):
+        return None
+    if meta.get("pretrained_cfg"):
+        return meta["pretrained_cfg"]
+    try:
+        return json.loads(meta["zoo"]).get("pretrained_cfg")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def apply_pretrained_cfg(backbone, cfg) -> None:

@@ -1,6 +1,8 @@
 """Catalog commands: ``zoo list``, ``zoo info``, ``zoo plugins`` and the component listings."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .output import console, print_json, table
@@ -53,6 +55,14 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
     cols = ["model", "tag", "providers"] if pretrained else ["model", "providers"]
     body = [[arch, tag or "", ", ".join(p)] if pretrained else [arch, ", ".join(p)]
             for (arch, tag), p in items]
+    if len(body) > 200 or not sys.stdout.isatty():
+        # long or piped listings: plain aligned columns (rich tables of 1,400 rows take
+        # most of a second to lay out, and plain text greps well)
+        widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in body]
+        sys.stdout.write("\n".join(lines) + f"\n({len(items)} models)\n")
+        return
     out.print(table(None, cols, body, caption=f"{len(items)} models"))
 
 

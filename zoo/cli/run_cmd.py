@@ -51,7 +51,7 @@ def job_options(f):
 def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epochs=None,
                batch_size=None, lr=None, seed=None, device=None, image_size=None, metrics=None,
                precision=None, channels_last=None, compile_=None, out=None, name=None,
-               strategy=None, **_ignored) -> dict:
+               strategy=None, source_data=None, **_ignored) -> dict:
     """Command-line flags as a job-tree fragment."""
     tree: dict = {}
 
@@ -67,6 +67,9 @@ def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epoch
     if data is not None:
         for k, v in cat.resolve_dataset_arg(data).items():
             put(f"data.{k}", v)
+    if source_data is not None:  # the joint strategy's source task
+        for k, v in cat.resolve_dataset_arg(source_data).items():
+            put(f"source_data.{k}", v)
     put("data.root", data_root)
     put("data.image_size", image_size)
     put("weights", weights)
@@ -92,14 +95,20 @@ def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epoch
 @click.option("--strategy", "-s", default=None,
               help="Transfer strategy (finetune, linear-probe, ...; see `zoo strategies`).")
 @job_options
+@click.option("--source-data", default=None, metavar="DATA",
+              help="Source task for --strategy joint: a dataset name or folder "
+                   "(job key source_data:).")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the strategy plan (groups, trainable params, LRs) and exit.")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue an interrupted run folder from its last complete epoch.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json only (or the plan).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train on N local processes (one per GPU; gloo on CPU): re-runs this "
+                   "command under torchrun. See docs/distributed.md.")
 def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, registry, sets,
-            **flags):
+            nproc, **flags):
     """Transfer MODEL to a dataset with a strategy; write a run folder.
 
     \b
@@ -107,12 +116,13 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     zoo run efficientnet_lite0 -s linear-probe --data ./photos
     zoo run timm:resnet18 -s finetune --set train.lr=3e-4 --epochs 10
     zoo run resnet18 -s finetune --plan                  show the plan, train nothing
+    zoo run resnet18 -s finetune --nproc 2               2 processes (DDP via torchrun)
 
     The run folder (runs/NAME/) holds job.yaml, metrics.jsonl, splits.json,
     model.safetensors, summary.json, curves.png and confusion.png.
     """
     from ..api import get_catalog, load_job
-    from ..errors import ConfigError
+    from ..errors import ConfigError, ZooError
     from ..jobspec import JobSpec
 
     cat = get_catalog(registry=registry) if registry else get_catalog()
@@ -132,8 +142,21 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         job = load_job(model, config=config, preset=preset, flags=tree, sets=list(sets),
                        registry=cat.registry)
     assert isinstance(job, JobSpec)
+    from .. import distributed
     from ..runner import run
 
+    if nproc and nproc > 1 and not plan_only:  # the job is valid: start the ranks
+        if distributed.launched():
+            raise click.UsageError("--nproc: this process is already one rank of a torchrun "
+                                   "job (WORLD_SIZE is set); drop --nproc")
+        code = distributed.launch(nproc, _relaunch_args(click.get_current_context()))
+        if code:
+            raise ZooError(f"distributed run failed: torchrun exited with status {code}; the "
+                           "first failing rank's error is above")
+        return
+    if distributed.launched() and distributed.env_rank() != 0:
+        run(job, cat, quiet=True, resume=resume, plan_only=plan_only)  # rank 0 reports
+        return
     out = console(stderr=as_json)
     if plan_only:
         plan = run(job, cat, quiet=True, plan_only=True)
@@ -155,6 +178,29 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
                         ["metric", "value"], rows))
     out.print(f"run folder: {summary['run_dir']}")
     del ConfigError
+
+
+def _relaunch_args(ctx: click.Context) -> list[str]:
+    """This ``zoo run`` command line, rebuilt from its parsed parameters, minus ``--nproc``."""
+    from click.core import ParameterSource
+
+    from . import DEBUG
+
+    args = (["--debug"] if DEBUG else []) + [ctx.info_name or "run"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        source = ctx.get_parameter_source(param.name)
+        if param.name == "nproc" or source in (None, ParameterSource.DEFAULT) or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+        elif getattr(param, "is_flag", False):
+            if value:
+                args.append(max(param.opts, key=len))
+        else:
+            for item in (value if param.multiple else [value]):
+                args += [max(param.opts, key=len), str(item)]
+    return args
 
 
 def print_plan(out, plan: dict) -> None:

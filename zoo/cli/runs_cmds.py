@@ -1,0 +1,116 @@
+"""Reusing finished runs: ``zoo eval``, ``zoo runs``, ``zoo predict``, ``zoo export``.
+
+See docs/runs.md.  Each command rebuilds the model from ``RUN_DIR/model.safetensors`` and
+``job.yaml`` (:func:`zoo.runs.load_run`); a folder that is not a finished run is a one-line
+error with exit code 2.
+"""
+from __future__ import annotations
+
+import click
+
+from .output import console, print_json, table
+
+
+def register(cli: click.Group) -> None:
+    for command in (eval_cmd, runs_cmd, predict_cmd, export_cmd):
+        cli.add_command(command)
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", default=None, help="Evaluate on this dataset (name or folder) "
+              "instead of the run's own test split; it must have the run's classes.")
+@click.option("--data-root", default=None, help="Where downloadable datasets live.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps.")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the run's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def eval_cmd(run_dir, data, data_root, device, batch_size, as_json):
+    """Metrics of RUN_DIR's saved model on its own test split (splits.json) or on --data."""
+    from .. import rundir
+    from ..runs import evaluate_run
+
+    metrics = evaluate_run(run_dir, data=data, device=device, batch_size=batch_size,
+                           data_root=data_root)
+    recorded = ((rundir.read_summary(rundir.require_run_dir(run_dir)) or {}).get("test")
+                or {}) if data is None else {}
+    result = {"run_dir": str(run_dir), "data": data or "the run's test split",
+              "metrics": metrics}
+    if recorded:
+        result["recorded"] = {k: recorded.get(k) for k in metrics}
+    if as_json:
+        print_json(result)
+        return
+    cols = ["metric", "value"] + (["run's summary.json"] if recorded else [])
+    rows = [[k, f"{v:.4f}"] + ([f"{recorded[k]:.4f}" if isinstance(recorded.get(k), float)
+                                else ""] if recorded else [])
+            for k, v in metrics.items()]
+    console().print(table(f"{run_dir} on {result['data']}", cols, rows))
+
+
+@click.command("runs")
+@click.argument("parent", type=click.Path(), default="runs", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--limit", type=int, default=None, help="Show at most N runs.")
+def runs_cmd(parent, as_json, limit):
+    """Past runs under PARENT (default ./runs), newest first."""
+    from ..runs import list_runs
+
+    rows = list_runs(parent)
+    if limit is not None:
+        rows = rows[:limit]
+    if as_json:
+        print_json(rows)
+        return
+    out = console()
+    if not rows:
+        out.print(f"no runs under {parent}")
+        return
+    body = [[r["name"], r["model"], r["strategy"], r["status"],
+             f"{r['accuracy']:.4f}" if isinstance(r.get("accuracy"), float) else "-",
+             r["date"]] for r in rows]
+    out.print(table(None, ["name", "model", "strategy", "status", "test accuracy", "date"],
+                    body, caption=f"{len(rows)} runs · {parent}"))
+
+
+@click.command("predict")
+@click.argument("run_dir", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=int, default=5, show_default=True, help="Classes per image.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def predict_cmd(run_dir, images, top_k, device, as_json):
+    """Classify IMAGE files with RUN_DIR's model: top classes and probabilities."""
+    from ..predict import predict
+
+    results = predict(run_dir, list(images), top_k=top_k, device=device)
+    if as_json:
+        print_json(results)
+        return
+    out = console()
+    for r in results:
+        out.print(r["image"], style="bold", markup=False, soft_wrap=True)
+        out.print(table(None, ["class", "probability"],
+                        [[t["class"], f"{t['probability']:.4f}"] for t in r["top"]]))
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx", "torch-export"]),
+              default="safetensors", show_default=True, help="Export format.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Output file (default RUN_DIR/export/model.{safetensors,onnx,pt2}).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def export_cmd(run_dir, fmt, out, as_json):
+    """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`) or torch.export (.pt2).
+
+    The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
+    files get a .json sidecar with classes, image size and mean/std.
+    """
+    from ..export import export_run
+
+    result = export_run(run_dir, fmt, out)
+    if as_json:
+        print_json(result)
+        return
+    extra = f" (+ {result['sidecar']})" if result.get("sidecar") else ""
+    console().print(f"exported {fmt}: {result['path']}{extra}")

@@ -1,0 +1,173 @@
+"""Export a finished run's model (``zoo export``).
+
+Formats (the exported model maps normalised images ``(N, 3, S, S)`` to logits ``(N, C)``;
+``S`` is the run's image size, the batch dimension is dynamic):
+
+- ``safetensors``: the model's tensors plus the same ``zoo`` metadata as the run's
+  ``model.safetensors`` (so :func:`zoo.runs.load_run`-style code can rebuild it).
+- ``onnx``: ``torch.onnx.export`` (the dynamo exporter; needs the ``export`` extra: onnx +
+  onnxscript).
+- ``torch-export``: a ``torch.export`` program saved with ``torch.export.save`` (``.pt2``);
+  load it with ``torch.export.load(path).module()``.
+
+Next to ``onnx`` and ``torch-export`` files a ``<name>.json`` sidecar records what a caller
+needs to feed the model: classes, image size, mean/std, interpolation.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from . import atomic
+from .errors import MissingDependencyError, ZooError
+
+FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torch-export": ".pt2"}
+
+
+def default_path(run_dir: Path, fmt: str) -> Path:
+    return Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
+
+
+def preprocessing(run) -> dict:
+    cfg = run.model.backbone.pretrained_cfg
+    return {"model": run.meta.get("model"), "classes": run.classes,
+            "image_size": run.image_size, "mean": list(cfg.mean), "std": list(cfg.std),
+            "interpolation": cfg.interpolation, "input": "float32 (N, 3, S, S), RGB scaled to "
+            "[0, 1] then normalised with mean/std", "output": "logits (N, num_classes)"}
+
+
+def check_export_deps() -> None:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"ONNX export needs {' and '.join(missing)}: "
+                                     "pip install 'zoo[export]'")
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, catalog=None,
+               run=None) -> dict:
+    """Write the run's model in ``fmt``; return ``{"format", "path", "sidecar"?, "bytes"}``."""
+    from .runs import load_run
+
+    if fmt not in FORMATS:
+        raise ZooError(f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})")
+    if fmt == "onnx":
+        check_export_deps()  # before loading anything: fail fast
+    run = run or load_run(run_dir, catalog, "cpu")
+    path = Path(out) if out else default_path(run.dir, fmt)
+    if path.is_dir():
+        path = path / f"model{FORMATS[fmt]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        meta = {"zoo": dict(run.meta, exported_from=str(run.dir))}
+        atomic.save_safetensors(path, run.model.state_dict(), meta)
+        return {"format": fmt, "path": str(path), "bytes": path.stat().st_size}
+    example = example_input(run)
+    if fmt == "onnx":
+        _export_onnx(run.model, example, path)
+    else:
+        _export_program(run.model, example, path)
+    sidecar = path.with_suffix(".json")
+    atomic.write_json(sidecar, preprocessing(run))
+    return {"format": fmt, "path": str(path), "sidecar": str(sidecar),
+            "bytes": path.stat().st_size}
+
+
+def example_input(run, batch: int = 2, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, run.image_size, run.image_size, generator=g)
+
+
+def _tmp_next_to(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _export_onnx(model, example, path: Path) -> None:
+    import warnings
+
+    import torch
+
+    tmp = _tmp_next_to(path)
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model.eval(), (example,), dynamo=True,
+                                        input_names=["image"], output_names=["logits"],
+                                        dynamic_shapes=({0: batch},), verbose=False)
+        program.save(str(tmp))
+        _publish(tmp, path)
+    except Exception as exc:
+        _unlink(tmp)
+        if isinstance(exc, ZooError):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ZooError(f"ONNX export failed: {type(exc).__name__}: {first}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _export_program(model, example, path: Path) -> None:
+    import torch
+
+    tmp = _tmp_next_to(path)
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(tmp))
+        _publish(tmp, path)
+    except Exception as exc:
+        _unlink(tmp)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ZooError(f"torch.export failed: {type(exc).__name__}: {first}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the temp file ordinary permissions (mkstemp makes it 0600), then rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def run_onnx(path: str | Path, inputs):
+    """Outputs of an exported ONNX file on ``inputs`` (a float32 tensor or array).
+
+    Uses onnxruntime when installed, else onnx's reference evaluator (slow, exact).
+    """
+    import numpy as np
+
+    x = np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs, dtype=np.float32)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    check_export_deps()
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(path))
+    ev = ReferenceEvaluator(model)
+    return ev.run(None, {model.graph.input[0].name: x})[0]
+
+
+def read_sidecar(path: str | Path) -> dict:
+    return json.loads(Path(path).with_suffix(".json").read_text())
