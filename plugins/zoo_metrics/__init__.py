@@ -38,7 +38,7 @@ def ece(num_classes: int):
 
 
 def nll(num_classes: int):
-    from zoo_metrics.nll import NegativeLogLikelihood
+    from zoo_metrics.likelihood import NegativeLogLikelihood
 
     return NegativeLogLikelihood()
 
