@@ -71,6 +71,7 @@ def test_same_seed_same_metrics(tmp_path):
     a = run(tiny_job(tmp_path, name="a"))
     b = run(tiny_job(tmp_path, name="b"))
     assert a["test"] == b["test"]
+    assert (tmp_path / "a" / "confusion.png").is_file()  # drawn even if not in metrics
     hist_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     hist_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["train"]["loss"] for x in hist_a] == \

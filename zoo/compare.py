@@ -376,8 +376,9 @@ def plot_compare(result: dict, path: Path) -> None:
                    color=[color_of[n] for n in names])
     for i, (bar, e) in enumerate(zip(bars, board)):
         label = "failed" if not e["runs"] else f"{means[i]:.3f}"
-        ax1.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center",
-                 va="bottom", fontsize=8, color="red" if not e["runs"] else "black")
+        ax1.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + stds[i], label,
+                 ha="center", va="bottom", fontsize=8,
+                 color="red" if not e["runs"] else "black")
     ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax1.set_ylabel(f"test {metric} (mean ± std over seeds)")
     ax1.set_title(f"{result['model']} on {result['data']}")

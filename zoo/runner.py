@@ -313,6 +313,9 @@ def _run(job, catalog, device, *, quiet: bool, console, resume: str | None, plan
         model.load_state_dict(state.best_state)
     model.eval()
     test_metrics = dict(metrics, **other_metrics)
+    if "confusion" not in test_metrics and catalog.has("metrics", "confusion"):
+        # every run draws confusion.png, whether or not --metrics names it
+        test_metrics["confusion"] = catalog.get("metrics", "confusion").obj(num_classes).to(device)
     use_cache = (plan.phases[-1].backbone_frozen() and job.train.feature_cache != "off"
                  and "test" in loaders and cache.fits_budget())
     if use_cache:
