@@ -9,22 +9,28 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ZooError
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+def replace_file(path: str | Path, fill: Callable[[str], None], durable: bool = True) -> Path:
+    """Create ``path`` by calling ``fill(temp_path)`` on a temp file beside it, then renaming.
+
+    ``durable`` fsyncs before the rename (results, checkpoints); caches skip it.  On an
+    ``OSError`` (a full disk, say) the temp file is removed, the previous version is intact
+    and a one-line :class:`ZooError` is raised.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data[: len(data) // 2])
-            _fault_point("write", path)  # a crash here leaves a half-written temp file
-            fh.write(data[len(data) // 2:])
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(tmp)
+        _fault_point("write", path)  # a crash here leaves only the temp file behind
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except OSError as exc:
@@ -37,8 +43,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    return replace_file(path, lambda tmp: Path(tmp).write_bytes(data), durable)
+
+
+def write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    return write_bytes(path, text.encode("utf-8"), durable)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -49,28 +59,10 @@ def save_safetensors(path: str | Path, tensors: dict, metadata: dict | None = No
     """Write tensors as safetensors, atomically, without a second in-memory copy."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v, default=_jsonable)
             for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(clean, tmp, metadata=meta)
-        _fault_point("write", path)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _cleanup(tmp)
-        raise ZooError(f"could not write {path}: {exc.strerror or exc} — the previous "
-                       "version (if any) is intact; free disk space and retry") from None
-    except BaseException:
-        _cleanup(tmp)
-        raise
-    return path
+    return replace_file(path, lambda tmp: save_file(clean, tmp, metadata=meta))
 
 
 def _umask_mode() -> int:
@@ -103,8 +95,8 @@ _WRITES: dict[str, int] = {}
 def _fault_point(kind: str, path: Path) -> None:
     """Test-only fault injection, documented in docs/reliability.md.
 
-    ``ZOO_FAULT=kill_during_write:NAME[:N]`` SIGKILLs the process in the middle of the N-th
-    (default first) write of a file called NAME — after the temp file is opened, before the
+    ``ZOO_FAULT=kill_during_write:NAME[:N]`` SIGKILLs the process during the N-th (default
+    first) write of a file called NAME — after the temp file is written, before the
     rename — to prove the previous version survives.
     """
     fault = os.environ.get("ZOO_FAULT", "")

@@ -72,3 +72,9 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
         lowered = name.lower()
         close = [c for c in choices if lowered and lowered in c.lower()][:n]
     return f" — did you mean {', '.join(close)}?" if close else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` — for wrapping foreign exceptions."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

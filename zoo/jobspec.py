@@ -16,7 +16,6 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError, did_you_mean
 from .yamlio import dump_yaml, load_yaml, parse_scalar

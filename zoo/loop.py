@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .errors import RunInterrupted, TrainingError
+from .errors import TrainingError
 from .strategy import LossContext, apply_phase, set_train_mode
 
 

@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from .errors import ZooError
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -65,7 +66,7 @@ def _cached(provider, provider_name: str, relname: str, compute: Callable[[], An
     value = compute()
     try:
         _write_json_atomic(path, {**key, "value": value})
-    except (OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError, ZooError):
         pass  # a read-only home or an unserialisable info must not break listing
     return value
 
@@ -78,20 +79,10 @@ def _safe_name(text: str) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    # Not zoo.atomic.write_json: that one fsyncs (slow for a cache) and raises ZooError.
-    data = json.dumps(obj, default=_jsonable).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .atomic import write_bytes
+
+    # a cache: no fsync (speed); callers treat a failed write as "not cached"
+    write_bytes(path, json.dumps(obj, default=_jsonable).encode("utf-8"), durable=False)
 
 
 def _jsonable(obj: Any):

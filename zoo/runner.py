@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import atomic, rundir
-from .errors import ConfigError, DataError, RunInterrupted, ZooError
+from .errors import ConfigError, RunInterrupted, ZooError
 
 
 @dataclass

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
@@ -122,17 +120,9 @@ def _is_number(value) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from zoo.atomic import write_text
+
+    write_text(path, text, durable=False)  # rewritten every epoch: no fsync needed
 
 
 def _warn(run, message: str) -> None:

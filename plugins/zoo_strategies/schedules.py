@@ -132,7 +132,7 @@ class LayerDecay(Strategy):
         depth = len(body)
         settings = {g.name: GroupSetting(True, decay ** (depth - i)) for i, g in enumerate(body)}
         settings["head"] = GroupSetting(True, 1.0)
-        notes = [f"lr multipliers from input to head: "
+        notes = ["lr multipliers from input to head: "
                  + ", ".join(f"{g.name} {decay ** (depth - i):.3g}" for i, g in enumerate(body))
                  + ", head 1"]
         return StrategyPlan(self.name, [Phase("layer-decay", job.train.epochs, settings,

@@ -19,7 +19,7 @@ import importlib.metadata as md
 import os
 from urllib.parse import urlsplit
 
-from zoo.errors import UnknownComponentError, WeightsError, did_you_mean
+from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
 
 PROVIDER = "timm"
 
@@ -87,7 +87,7 @@ class TimmProvider:
             if overlay is None and offline_reason():  # the offline HF client found no copy
                 raise WeightsError(unreachable_message(f"{PROVIDER}:{name}", "the hub")) from None
             raise WeightsError(f"could not load timm weights for {PROVIDER}:{name}: "
-                               f"{_one_line(exc)} — use `--weights none` or "
+                               f"{one_line(exc)} — use `--weights none` or "
                                f"`zoo weights import FILE --model {PROVIDER}:{name}`") from None
         return _wrap(model, arch, tag)
 
@@ -135,11 +135,6 @@ class TimmProvider:
 def _split(name: str) -> tuple[str, str | None]:
     arch, _, tag = name.partition(".")
     return arch, tag or None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _pretrained_cfg_dict(name: str) -> dict:

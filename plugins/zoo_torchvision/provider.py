@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import importlib.metadata as md
 
-from zoo.errors import PluginError, UnknownComponentError, WeightsError, did_you_mean
+from zoo.errors import (PluginError, UnknownComponentError, WeightsError, did_you_mean,
+                        one_line)
 
 PROVIDER = "torchvision"
 _AUX = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
@@ -97,7 +98,7 @@ class TorchvisionProvider:
                 model = _build(arch, entry, weights=entry)
             except Exception as exc:  # network, hash mismatch, corrupt cache file
                 raise WeightsError(f"could not load torchvision weights for {name} from "
-                                   f"{entry.url}: {_one_line(exc)} — delete a corrupt file in "
+                                   f"{entry.url}: {one_line(exc)} — delete a corrupt file in "
                                    "$TORCH_HOME/hub/checkpoints, or use `--weights none` / "
                                    f"`zoo weights import FILE --model {name}`") from None
         return _wrap(model, arch, entry)
@@ -144,11 +145,6 @@ class TorchvisionProvider:
 def _split(name: str) -> tuple[str, str | None]:
     arch, _, tag = name.partition(".")
     return arch, tag or None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _weights_enum(arch: str):

@@ -106,7 +106,6 @@ def plugins_cmd(hook, as_json, requirements):
     cat = get_catalog()
     records = list(cat.pm.records.values())
     if hook:
-        from ..catalog import KINDS
         from ..errors import UnknownComponentError, did_you_mean
         from .. import hookspecs
 
@@ -115,7 +114,6 @@ def plugins_cmd(hook, as_json, requirements):
         if hook not in names:
             raise UnknownComponentError(f"unknown hook '{hook}'{did_you_mean(hook, names)}")
         records = [r for r in records if hook in r.hooks]
-        del KINDS
     if requirements:
         for r in records:
             if not r.builtin and r.distribution and r.status == "loaded":
@@ -129,7 +127,7 @@ def plugins_cmd(hook, as_json, requirements):
     rows = []
     for r in records:
         comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in r.components.items())
-        status = "[green]loaded[/green]" if r.status == "loaded" else f"[red]failed[/red]"
+        status = "[green]loaded[/green]" if r.status == "loaded" else "[red]failed[/red]"
         rows.append([r.name + (" (built-in)" if r.builtin else ""),
                      f"{r.distribution or '-'} {r.version or ''}".strip(), status,
                      ", ".join(h.replace("register_", "") for h in r.hooks), comps])
