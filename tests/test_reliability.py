@@ -205,3 +205,68 @@ def test_messy_folder_runs_with_counted_warning(tmp_path):
     summary = json.loads(proc.stdout)
     assert any("skipped 6" in w for w in summary["warnings"]), summary["warnings"]
     assert set(summary["classes"]) == {"ünïcödé-猫", "plain"}
+
+
+def _lying_safetensors(path: Path, how: str) -> Path:
+    """A safetensors file whose header lies about sizes/offsets."""
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(4, 4)}, str(path))
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    if how == "offsets":
+        header["w"]["data_offsets"] = [0, 10**9]
+    elif how == "shape":
+        header["w"]["shape"] = [4000, 4000]
+    elif how == "header_length":
+        return path.write_bytes(struct.pack("<Q", 10**12) + data[8:]) and path
+    body = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + data[8 + n:])
+    return path
+
+
+@pytest.mark.parametrize("how", ["offsets", "shape", "header_length"])
+def test_safetensors_with_lying_header_rejected(tmp_path, how):
+    from zoo.errors import CheckpointError
+    from zoo.weights import read_safetensors
+
+    path = _lying_safetensors(tmp_path / f"{how}.safetensors", how)
+    with pytest.raises(CheckpointError, match="not a valid .safetensors"):
+        read_safetensors(path)
+    proc = zoo("weights", "import", str(path), "--model", "timm:test_resnet")
+    assert one_line_error(proc), proc.stderr
+
+
+def test_unreadable_image_files_are_counted(tmp_path, monkeypatch):
+    """Tests run as root, so "permission denied" is simulated by a mock, not chmod."""
+    import builtins
+
+    from PIL import Image
+
+    from zoo.api import get_catalog
+    from zoo.data import load_splits
+    from zoo.jobspec import DataSpec
+
+    root = tmp_path / "perm"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (12, 12), (60 * i, 0, 0)).save(root / cls / f"{i}.png")
+    locked = str(root / "a" / "3.png")
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if str(file) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    spec = DataSpec(name="folder", path=str(root), val_split=0.0, test_split=0.0,
+                    cache_images=True)
+    bundle = load_splits(get_catalog(), spec, 0, {})
+    assert len(bundle.train) == 7
+    assert any(w.startswith("skipped 1 unreadable") for w in bundle.warnings), bundle.warnings

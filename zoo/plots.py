@@ -18,7 +18,7 @@ def _figure():
 
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     atomic.write_bytes(path, buf.getvalue())
 
 
