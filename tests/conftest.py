@@ -1,7 +1,10 @@
 """Shared test set-up: an isolated ZOO_HOME, offline hubs, one torch thread, fresh catalogs."""
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 
 import pytest
 
@@ -29,3 +32,22 @@ def _threads():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    """A local stand-in for download.pytorch.org serving ``tmp_path/srv``."""
+    root = tmp_path / "srv"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

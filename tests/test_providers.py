@@ -6,14 +6,11 @@ server for torchvision's URLs, a pre-populated Hugging Face cache for timm.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -292,25 +289,6 @@ def test_timm_loads_weights_from_the_hf_cache_offline(tmp_path):
     for key, value in original.state_dict().items():
         assert torch.equal(backbone.source_state_dict()[key], value), key
     assert backbone.pretrained_cfg.input_size == 176
-
-
-@pytest.fixture
-def weights_server(tmp_path):
-    """A local stand-in for download.pytorch.org serving ``tmp_path/srv``."""
-    root = tmp_path / "srv"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_torchvision_downloads_through_torch_hub_then_loads_offline(monkeypatch, tmp_path,

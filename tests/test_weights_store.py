@@ -6,13 +6,10 @@ monkeypatched ``hf_hub_download`` and a pre-populated Hugging Face cache for tim
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import multiprocessing
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -224,23 +221,6 @@ def test_pull_offline_is_one_actionable_line(capsys):
     assert "ZOO_OFFLINE" in line and "zoo weights import FILE --model timm:test_resnet" in line
 
 
-@pytest.fixture
-def weights_server(tmp_path):
-    """A local stand-in for download.pytorch.org serving ``tmp_path/srv``."""
-    root = tmp_path / "srv"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_pull_torchvision_through_its_weight_url(monkeypatch, tmp_path, weights_server):
