@@ -88,3 +88,11 @@ def test_run_learns_demo_above_chance(tmp_path):
     losses = [json.loads(x)["train"]["loss"]
               for x in open(f"{s['run_dir']}/metrics.jsonl").read().splitlines()]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_tiny_input_for_pretrained_weights_warns(tmp_path):
+    pytest.importorskip("zoo_efficientnet_lite")
+    s = run(load_job("efficientnet_lite0", out=str(tmp_path), sets=[
+        "strategy.name=linear-probe", "train.epochs=1", "data.params.per_class=5"]))
+    assert s["weights"]["source"] == "plugin:efficientnet-lite"
+    assert any("far below the 224 px" in w for w in s["warnings"]), s["warnings"]

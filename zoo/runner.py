@@ -182,6 +182,12 @@ def _run(job, catalog, device, *, quiet: bool, console, resume: str | None, plan
                         "test": build_transform(cfg, built.image_size, aug, False)}
     bundle = load_splits(catalog, job.data, job.seed, transforms_ready)
     warnings.extend(bundle.warnings)
+    native = cfg.input_size
+    if built.weights.get("source") not in ("none", "random-init") and \
+            built.image_size * 4 <= native:
+        warnings.append(f"image size {built.image_size} px is far below the {native} px the "
+                        f"source weights were trained at; their features degrade — try "
+                        f"--image-size {min(native, built.image_size * 4)} or more")
     for w in warnings:
         log(w, style="yellow")
 
