@@ -270,3 +270,8 @@ def test_unreadable_image_files_are_counted(tmp_path, monkeypatch):
     bundle = load_splits(get_catalog(), spec, 0, {})
     assert len(bundle.train) == 7
     assert any(w.startswith("skipped 1 unreadable") for w in bundle.warnings), bundle.warnings
+
+
+def test_resume_refuses_job_flags(tmp_path):
+    proc = zoo("run", "--resume", str(tmp_path), "--epochs", "9")
+    assert one_line_error(proc) and "--epochs" in proc.stderr

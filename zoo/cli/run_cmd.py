@@ -130,6 +130,14 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         from .. import rundir
         from ..jobspec import load_job_file, job_from_tree
 
+        given = [name for name, value in [("MODEL", model), ("--strategy", strategy),
+                                          ("--preset", preset), ("--config", config),
+                                          ("--set", sets)] if value]
+        given += ["--" + k.replace("_", "-").rstrip("-") for k, v in flags.items()
+                  if v is not None]
+        if given:
+            raise click.UsageError(f"--resume continues a run with its own job.yaml; drop "
+                                   f"{', '.join(given)} (start a new run to change the job)")
         run_dir = rundir.require_run_dir(resume)
         layer = load_job_file(run_dir / "job.yaml")
         job = job_from_tree(layer.tree, layer.lines, layer.source)
