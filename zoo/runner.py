@@ -167,9 +167,7 @@ def _run(job, catalog, device, *, quiet: bool, console, resume: str | None, plan
     torch.manual_seed(job.seed)
 
     # -- data first: the number of classes shapes the head --------------------------------
-    probe_spec = job.data
-    transforms_ready = {}
-    bundle = load_splits(catalog, probe_spec, job.seed, {})  # uint8 tensors; cheap (cached)
+    bundle = load_splits(catalog, job.data, job.seed, {})  # uint8 tensors; cheap (cached)
     num_classes = len(bundle.classes)
     if resume:
         check_resumable(resume, bundle.classes)

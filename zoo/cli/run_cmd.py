@@ -122,7 +122,7 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     model.safetensors, summary.json, curves.png and confusion.png.
     """
     from ..api import get_catalog, load_job
-    from ..errors import ConfigError, ZooError
+    from ..errors import ZooError
     from ..jobspec import JobSpec
 
     cat = get_catalog(registry=registry) if registry else get_catalog()
@@ -185,7 +185,6 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         out.print(table(f"test metrics (best epoch {summary['best_epoch']})",
                         ["metric", "value"], rows))
     out.print(f"run folder: {summary['run_dir']}")
-    del ConfigError
 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
