@@ -51,3 +51,25 @@ def weights_server(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def serve_mobilenet_weights(weights_server, monkeypatch, seed: int):
+    """Serve a freshly initialised mobilenet_v3_small state dict as torchvision's
+    IMAGENET1K_V1 download (from the local weights_server); return ``(state, served file)``."""
+    import hashlib
+
+    import torch
+    import torchvision.models as tvm
+
+    root, base = weights_server
+    torch.manual_seed(seed)
+    state = tvm.mobilenet_v3_small().state_dict()
+    tmp = root / "weights.pth"
+    torch.save(state, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    name = f"mobilenet_v3_small-{digest[:8]}.pth"  # torch.hub checks this hash prefix
+    tmp.rename(root / name)
+    entry = tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(entry.value, "url", f"{base}/{name}")
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)  # the probe of 127.0.0.1 really runs
+    return state, root / name

@@ -293,27 +293,17 @@ def test_timm_loads_weights_from_the_hf_cache_offline(tmp_path):
 
 def test_torchvision_downloads_through_torch_hub_then_loads_offline(monkeypatch, tmp_path,
                                                                     weights_server):
-    import torchvision.models as tvm
+    from conftest import serve_mobilenet_weights
 
-    root, base = weights_server
-    torch.manual_seed(4)
-    state = tvm.mobilenet_v3_small().state_dict()
-    tmp = root / "weights.pth"
-    torch.save(state, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    name = f"mobilenet_v3_small-{digest[:8]}.pth"  # torch.hub checks this hash prefix
-    tmp.rename(root / name)
-    entry = tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1
-    monkeypatch.setattr(entry.value, "url", f"{base}/{name}")
-    monkeypatch.delenv("ZOO_OFFLINE")  # the probe of 127.0.0.1 really runs
+    state, served = serve_mobilenet_weights(weights_server, monkeypatch, seed=4)
 
     backbone = TV.create("mobilenet_v3_small", pretrained=True)
-    assert (Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / name).is_file()
+    assert (Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / served.name).is_file()
     for key, value in state.items():
         assert torch.equal(backbone.source_state_dict()[key], value), key
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")  # now from the torch hub cache, no network
-    (root / name).unlink()
+    served.unlink()
     again = TV.create("mobilenet_v3_small", "imagenet1k_v1", pretrained=True)
     assert torch.equal(again.body.features[0][0].weight, state["features.0.0.weight"])
 

@@ -224,21 +224,10 @@ def test_pull_offline_is_one_actionable_line(capsys):
 
 
 def test_pull_torchvision_through_its_weight_url(monkeypatch, tmp_path, weights_server):
-    import torchvision.models as tvm
-
+    from conftest import serve_mobilenet_weights
     from zoo.store import pull
 
-    root, base = weights_server
-    torch.manual_seed(5)
-    state = tvm.mobilenet_v3_small().state_dict()
-    tmp = root / "w.pth"
-    torch.save(state, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    name = f"mobilenet_v3_small-{digest[:8]}.pth"  # torch.hub checks this hash prefix
-    tmp.rename(root / name)
-    entry = tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1
-    monkeypatch.setattr(entry.value, "url", f"{base}/{name}")
-    monkeypatch.delenv("ZOO_OFFLINE")  # the probe of 127.0.0.1 really runs
+    state, served = serve_mobilenet_weights(weights_server, monkeypatch, seed=5)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # zoo.network honours it for all hubs
 
     result = pull(_catalog(), "torchvision:mobilenet_v3_small")
@@ -251,7 +240,7 @@ def test_pull_torchvision_through_its_weight_url(monkeypatch, tmp_path, weights_
 
     # offline, with the download gone from the server and torch.hub's cache: the store answers
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    (root / name).unlink()
+    served.unlink()
     for f in (tmp_path / "torch").rglob("*.pth"):
         f.unlink()
     backbone, summary = resolve_and_load(_catalog(), _ref("torchvision:mobilenet_v3_small"),
