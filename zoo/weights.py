@@ -81,13 +81,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
 
 def read_torch_file(path: Path) -> dict:
-    import pickle
+    # only the exception class: torch.load(weights_only=True) raises it for a pickle that
+    # would need arbitrary code; nothing here unpickles with the plain pickle module
+    from pickle import UnpicklingError
 
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except UnpicklingError as exc:
         raise WeightsError(f"{path} needs arbitrary code to unpickle and was refused "
                            f"({str(exc).splitlines()[0][:120]}) — ask its author for a "
                            ".safetensors file, or a plain state dict") from None

@@ -140,13 +140,15 @@ def checkpoint_path(size: str) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     """The file's tensors, in file order; read with ``weights_only=True`` (no pickle code)."""
-    import pickle
+    # only the exception class: torch.load(weights_only=True) raises it for a pickle that
+    # would need arbitrary code; nothing here unpickles with the plain pickle module
+    from pickle import UnpicklingError
 
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except UnpicklingError as exc:
         raise WeightsError(f"{path} needs arbitrary code to unpickle and was refused: "
                            f"{str(exc).splitlines()[0][:160]}") from None
     except Exception as exc:
