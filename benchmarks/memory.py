@@ -19,8 +19,8 @@ PLAIN = r"""
 import resource, sys, json, torch, timm
 from torch import nn
 from zoo.api import load_job, get_catalog
-from zoo.data import load_splits
-from zoo.transforms import build_transform
+from zoo.engine.data import load_splits
+from zoo.engine.transforms import build_transform
 from zoo.backbones import PretrainedConfig
 epochs = int(sys.argv[1])
 job = load_job("resnet18", sets=["strategy.name=linear-probe"])

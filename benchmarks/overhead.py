@@ -62,7 +62,7 @@ def zoo_train(model, loader, lr):
     from zoo.api import load_job
     from zoo.backbones import build_layer_groups
     from zoo.api import get_catalog
-    from zoo.loop import fit
+    from zoo.engine.loop import fit
     from zoo.strategy import Phase, StrategyPlan, all_groups
 
     job = load_job(flags={"train": {"epochs": 1, "lr": lr, "scheduler": "constant"}})
@@ -76,7 +76,7 @@ def zoo_train(model, loader, lr):
 
 def zoo_eval(model, loader):
     from zoo.api import get_catalog
-    from zoo.loop import evaluate
+    from zoo.engine.loop import evaluate
 
     accuracy = get_catalog().get("metrics", "accuracy").obj(8)  # zoo's own metric plugin
     start = time.perf_counter()

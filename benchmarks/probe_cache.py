@@ -39,8 +39,8 @@ def zoo_run(args, out, cache):
 def plain_forward(args, out):
     """One plain pass over train+val+test images through the backbone, same transforms."""
     from zoo.api import create_model, get_catalog
-    from zoo.data import load_splits
-    from zoo.transforms import build_transform
+    from zoo.engine.data import load_splits
+    from zoo.engine.transforms import build_transform
 
     j = job(args, out, "auto")
     model = create_model(args.model, 8, weights=args.weights).eval()

@@ -22,9 +22,9 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("ZOO_FAULT", raising=False)
     import zoo.api
 
-    zoo.api._CATALOG = None
+    zoo.catalog._CATALOG = None
     yield
-    zoo.api._CATALOG = None
+    zoo.catalog._CATALOG = None
 
 
 @pytest.fixture(scope="session", autouse=True)

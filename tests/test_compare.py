@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.compare import compare, split_sets
+from zoo.tools.compare import compare, split_sets
 from zoo.errors import ConfigError, RunInterrupted
 
 TINY = {"weights": "none", "device": "cpu", "metrics": ["accuracy"],
@@ -23,12 +23,12 @@ def real(tmp_path_factory):
     """One real comparison: two working strategies, two failing ones, two seeds."""
     import zoo.api
 
-    zoo.api._CATALOG = None
+    zoo.catalog._CATALOG = None
     out = tmp_path_factory.mktemp("cmp")
     messages: list[str] = []
     result = compare("timm:test_resnet", ["linear-probe", "finetune", "joint", "nosuch"],
                      seeds=2, flags=TINY, out=str(out), name="cmp", log=messages.append)
-    zoo.api._CATALOG = None
+    zoo.catalog._CATALOG = None
     return result, out / "cmp", messages
 
 
@@ -93,8 +93,8 @@ def test_leaderboard_is_mean_and_std_over_seeds(real):
 
 # -- without real training: a fake runner ------------------------------------------------------
 def _fake_runner(monkeypatch, accuracy, fail=(), interrupt_at=None, crash=()):
-    """Replace zoo.runner.run: summaries with ``accuracy[strategy][seed]``; no training."""
-    import zoo.runner
+    """Replace zoo.engine.pipeline.run: summaries with ``accuracy[strategy][seed]``; no training."""
+    import zoo.engine.pipeline
 
     calls = []
 
@@ -121,7 +121,7 @@ def _fake_runner(monkeypatch, accuracy, fail=(), interrupt_at=None, crash=()):
         return {"test": {"accuracy": accuracy[job.strategy.name][job.seed], "loss": 1.0},
                 "best_epoch": 1, "seconds": 0.1, "params": {"total": 100}}
 
-    monkeypatch.setattr(zoo.runner, "run", fake)
+    monkeypatch.setattr(zoo.engine.pipeline, "run", fake)
     return calls
 
 

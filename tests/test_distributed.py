@@ -54,8 +54,8 @@ def test_rank_batches_together_are_the_single_process_batch():
     import torch
     from torch.utils.data import DataLoader
 
-    from zoo.distributed import ShardSampler
-    from zoo.loop import _seed_epoch
+    from zoo.engine.distributed import ShardSampler
+    from zoo.engine.loop import _seed_epoch
 
     data = list(range(112))
     gen = torch.Generator().manual_seed(3)
@@ -75,7 +75,7 @@ def test_rank_batches_together_are_the_single_process_batch():
 
 
 def test_evaluation_shards_count_every_sample_once():
-    from zoo.distributed import ShardSampler
+    from zoo.engine.distributed import ShardSampler
 
     data = list(range(33))  # odd: ranks get 17 and 16, no padding
     shards = [list(ShardSampler(data, False, num_replicas=2, rank=r)) for r in range(2)]
@@ -87,7 +87,7 @@ def test_evaluation_shards_count_every_sample_once():
 
 def test_nproc_relaunches_the_same_command_under_torchrun():
     from zoo.cli.run_cmd import _relaunch_args, run_cmd
-    from zoo.distributed import torchrun_command
+    from zoo.engine.distributed import torchrun_command
 
     ctx = run_cmd.make_context("run", ["timm:test_resnet", "-s", "finetune", "--nproc", "2",
                                        "--epochs", "2", "--set", "a.b=1", "--set", "c=2",

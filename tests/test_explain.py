@@ -86,7 +86,7 @@ def _box_mask(box, pad, shape=(SIZE, SIZE)):
                                                  ("occlusion", 0.85)])
 def test_pixel_maps_concentrate_on_the_deciding_region(bright_run, probes, tmp_path, method,
                                                        min_fraction):
-    from zoo.explain import explain
+    from zoo.tools.explain import explain
 
     result = explain(bright_run, [p for p, _ in probes], method=method, out=tmp_path)
     for e, (_, box) in zip(result["explanations"], probes):
@@ -101,7 +101,7 @@ def test_pixel_maps_concentrate_on_the_deciding_region(bright_run, probes, tmp_p
 
 def test_gradcam_picks_the_last_spatial_group_and_the_square_quadrant(bright_run, probes,
                                                                       tmp_path):
-    from zoo.explain import explain
+    from zoo.tools.explain import explain
 
     result = explain(bright_run, [p for p, _ in probes], method="gradcam", out=tmp_path)
     layer = result["layer"]
@@ -125,7 +125,7 @@ def test_gradcam_picks_the_last_spatial_group_and_the_square_quadrant(bright_run
 
 def test_map_has_the_original_image_size_outside_the_crop_is_zero(bright_run, tmp_path):
     """A 64×96 photo: the model sees its central 64×64 square; the map covers the photo."""
-    from zoo.explain import explain
+    from zoo.tools.explain import explain
 
     rng = np.random.default_rng(9)
     wide = _image(rng, (25, 40), size=(64, 96))
@@ -183,7 +183,7 @@ def test_gradcam_on_a_vit_is_a_one_line_error(tmp_path, capsys, probes):
     line = assert_one_line_error(err, code)
     assert "Grad-CAM does not apply to timm:test_vit" in line and "tokens" in line
     assert "integrated-gradients" in line
-    from zoo.explain import MethodNotApplicable, explain
+    from zoo.tools.explain import MethodNotApplicable, explain
     from zoo.errors import ZooError
 
     assert issubclass(MethodNotApplicable, ZooError)
@@ -196,7 +196,7 @@ def test_missing_captum_names_the_extra(bright_run, probes, monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "captum", None)
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     from zoo.errors import MissingDependencyError
-    from zoo.explain import explain
+    from zoo.tools.explain import explain
 
     with pytest.raises(MissingDependencyError, match=r"pip install 'zoo\[explain\]'"):
         explain(bright_run, [probes[0][0]])

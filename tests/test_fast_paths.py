@@ -45,7 +45,7 @@ def test_compile_failure_falls_back_with_warning(tmp_path, monkeypatch):
 
 
 def test_evaluate_runs_in_inference_mode():
-    from zoo.loop import evaluate
+    from zoo.engine.loop import evaluate
 
     seen = []
 

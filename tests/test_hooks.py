@@ -175,7 +175,7 @@ class SubsetObserver:
 def test_on_epoch_end_and_on_run_end_observe_a_run(tmp_path):
     from pathlib import Path
 
-    from zoo.runner import RunContext
+    from zoo.engine.pipeline import RunContext
 
     obs, subset = Observer(), SubsetObserver()
     summary = run_tiny(make_catalog(obs, subset), tmp_path, train={"epochs": 2}, name="observed")

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from zoo.errors import ConfigError
-from zoo.jobspec import JobSpec, Layer, build_job, job_from_tree, set_path
+from zoo.jobspec import JobSpec, Layer, job_from_tree, set_path
+from zoo.layering import build_job
 from zoo.registry import load_registry
 
 

@@ -1,4 +1,4 @@
-"""zoo.network: offline detection must be fast, cached, and overridable by the environment."""
+"""zoo.weights.network: offline detection must be fast, cached, and overridable by the environment."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from zoo import network
+from zoo.weights import network
 
 
 @pytest.fixture(autouse=True)

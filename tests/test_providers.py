@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo import network
+from zoo.weights import network
 from zoo.backbones import Backbone, TransferModel, build_layer_groups
 from zoo.errors import UnknownComponentError, WeightsError
 from zoo.modelcache import cached_model_info, cached_model_list

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.rank import _assign_ranks, kendall_tau, parse_candidates
+from zoo.tools.rank import _assign_ranks, kendall_tau, parse_candidates
 from zoo_cli_helpers import assert_one_line_error, cli
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -38,7 +38,7 @@ def test_logme_ranks_imagenet_weights_above_random_init_on_real_photos(tmp_path)
     """Same architecture, real ImageNet weights (the efficientnet-lite plugin) vs random
     init: LogME — computed without any training — must put the pretrained one first."""
     from zoo.api import get_catalog
-    from zoo.rank import rank
+    from zoo.tools.rank import rank
 
     data = make_photo_task(tmp_path / "photos")
     flags = {"data": {"name": "folder", "path": str(data), "image_size": 96,

@@ -64,7 +64,7 @@ def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path, reference):
     run_dir = tmp_path / "k"
     ckpt = json.loads((run_dir / "checkpoint" / "last.json").read_text())
     assert ckpt["epoch"] == 1
-    from zoo.rundir import load_checkpoint
+    from zoo.engine.checkpoint import load_checkpoint
 
     model_state, state, _ = load_checkpoint(run_dir)  # valid, loadable
     assert state.epoch == 1 and model_state
@@ -90,7 +90,7 @@ def test_nan_loss_skip(tmp_path):
 
 
 def test_disk_full_keeps_previous_file(tmp_path, monkeypatch):
-    from zoo import atomic
+    from zoo.io import atomic
     from zoo.errors import ZooError
 
     target = tmp_path / "summary.json"
@@ -248,7 +248,7 @@ def test_unreadable_image_files_are_counted(tmp_path, monkeypatch):
     from PIL import Image
 
     from zoo.api import get_catalog
-    from zoo.data import load_splits
+    from zoo.engine.data import load_splits
     from zoo.jobspec import DataSpec
 
     root = tmp_path / "perm"

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from zoo.api import load_job, run
-from zoo.runs import evaluate_run, load_run
+from zoo.runs.reuse import evaluate_run, load_run
 
 TINY = {"model": "timm:test_resnet", "weights": "none",
         "train": {"epochs": 2, "batch_size": 32},

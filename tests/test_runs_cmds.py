@@ -89,9 +89,9 @@ def _test_image(run_dir: Path, tmp_path: Path):
     from PIL import Image
 
     from zoo.api import get_catalog
-    from zoo.data import load_splits
-    from zoo.runs import load_run
-    from zoo.transforms import build_transform
+    from zoo.engine.data import load_splits
+    from zoo.runs.reuse import load_run
+    from zoo.engine.transforms import build_transform
 
     loaded = load_run(run_dir)
     bundle = load_splits(get_catalog(), loaded.job.data, loaded.job.seed, {})
@@ -133,8 +133,8 @@ def test_predict_gives_the_models_probabilities(runs, capsys, tmp_path):
 
 # -- zoo export ----------------------------------------------------------------------------------
 def test_export_formats_match_the_runs_model(runs, capsys, tmp_path):
-    from zoo.export import example_input, run_onnx
-    from zoo.runs import load_run
+    from zoo.runs.export import example_input, run_onnx
+    from zoo.runs.reuse import load_run
 
     _, a, _ = runs
     loaded = load_run(a["run_dir"])
@@ -193,7 +193,7 @@ def test_run_model_is_the_source_weights_of_a_new_run(runs, tmp_path):
     from safetensors.torch import load_file
 
     from zoo.api import get_catalog
-    from zoo.runs import load_run
+    from zoo.runs.reuse import load_run
     from zoo.weights import resolve_and_load, sha256_file
 
     _, a, _ = runs

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from zoo.errors import ZooError
-from zoo.scaffold import KINDS, new_plugin, plugin_names
+from zoo.kit.scaffold import KINDS, new_plugin, plugin_names
 
 PREFIX = "scaf"   # component names scaf-head, scaf-strategy ... (not taken by anything else)
 

@@ -102,7 +102,7 @@ def test_register_strategies_hook_adds_a_strategy_that_runs(tmp_path, monkeypatc
     make_plugin(tmp_path / "site", "zoo-head-then-all", "zoo_head_then_all", CUSTOM)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     importlib.invalidate_caches()
-    zoo.api._CATALOG = None
+    zoo.catalog._CATALOG = None
     cat = zoo.api.get_catalog(refresh=True)
     comp = cat.get("strategies", "head-then-all")
     assert comp.plugin == "zoo-head-then-all"

@@ -47,7 +47,7 @@ def job_for(name: str, epochs: int = 2, bn=None, **params):
 
 def tiny_bundle(classes: int = 3, per_class: int = 12):
     """A DataBundle of the zoo.testing ``tiny`` dataset as float tensors (no transforms)."""
-    from zoo.data import DataBundle
+    from zoo.engine.data import DataBundle
     from zoo.jobspec import DataSpec
 
     spec = DataSpec(name="tiny", params={"classes": classes, "per_class": per_class},

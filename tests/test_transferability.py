@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from zoo import transferability as tr
+from zoo.tools import transferability as tr
 
 
 def _log_evidence_direct(f, y, alpha, beta):

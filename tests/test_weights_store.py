@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from zoo import network
+from zoo.weights import network
 from zoo.errors import WeightsError
 from zoo.weights import WeightStore, resolve_and_load, sha256_file
 from zoo_cli_helpers import assert_one_line_error, cli, zoo
@@ -225,10 +225,10 @@ def test_pull_offline_is_one_actionable_line(capsys):
 
 def test_pull_torchvision_through_its_weight_url(monkeypatch, tmp_path, weights_server):
     from conftest import serve_mobilenet_weights
-    from zoo.store import pull
+    from zoo.weights.manage import pull
 
     state, served = serve_mobilenet_weights(weights_server, monkeypatch, seed=5)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # zoo.network honours it for all hubs
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # zoo.weights.network honours it for all hubs
 
     result = pull(_catalog(), "torchvision:mobilenet_v3_small")
     assert result["status"] == "stored" and result["source"] == "hub:torchvision"
@@ -253,7 +253,7 @@ def test_pull_torchvision_through_its_weight_url(monkeypatch, tmp_path, weights_
 def test_pull_timm_through_a_patched_hf_download(monkeypatch, tmp_path):
     import timm.models._hub as hub
 
-    from zoo.store import pull
+    from zoo.weights.manage import pull
 
     state = _timm_state(7)
     calls = []

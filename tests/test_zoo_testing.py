@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zoo import testing as T
+from zoo.kit import testing as T
 
 
 def test_import_is_cheap():

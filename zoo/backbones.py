@@ -84,7 +84,7 @@ class Backbone(nn.Module):
 
     def source_logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.source_classifier is None:
-            from .errors import WeightsError
+            from zoo.errors import WeightsError
             raise WeightsError(f"{self.provider}:{self.name} has no source classifier")
         return self.source_classifier(features)
 

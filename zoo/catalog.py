@@ -9,13 +9,14 @@ only when asked (:meth:`Catalog.list_models`).
 from __future__ import annotations
 
 import fnmatch
+from pathlib import Path
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import (AmbiguousNameError, DuplicateComponentError, UnknownComponentError,
+from zoo.errors import (AmbiguousNameError, DuplicateComponentError, UnknownComponentError,
                      did_you_mean)
-from .plugins import ZooPluginManager, load_plugin_manager
+from zoo.plugins import ZooPluginManager, load_plugin_manager
 
 KINDS = {
     "providers": "register_backbone_providers",
@@ -64,7 +65,7 @@ class Catalog:
     """Components by kind, collected from a :class:`ZooPluginManager`."""
 
     def __init__(self, pm: ZooPluginManager | None = None, registry=None):
-        from .registry import load_registry
+        from zoo.registry import load_registry
 
         self.pm = pm if pm is not None else load_plugin_manager()
         self.registry = registry if registry is not None else load_registry()
@@ -98,7 +99,7 @@ class Catalog:
                     record = self.pm.records.get(plugin)
                     if record is not None:
                         record.error = message
-                    from .plugins import strict_plugins
+                    from zoo.plugins import strict_plugins
                     if strict_plugins():
                         raise DuplicateComponentError(message)
                     self.duplicates.append(message)
@@ -175,7 +176,7 @@ class Catalog:
         """
         key = (provider, pretrained)
         if key not in self._model_lists:
-            from .modelcache import cached_model_list
+            from zoo.modelcache import cached_model_list
 
             try:
                 self._model_lists[key] = cached_model_list(self, provider, pretrained)
@@ -187,8 +188,8 @@ class Catalog:
     def _provider_failed(self, provider: str, exc: Exception) -> None:
         import sys
 
-        from .errors import PluginError
-        from .plugins import strict_plugins
+        from zoo.errors import PluginError
+        from zoo.plugins import strict_plugins
 
         plugin = self.components["providers"][provider].plugin
         detail = " ".join(str(exc).split())[:300]
@@ -215,7 +216,7 @@ class Catalog:
         """An explicitly named provider whose listing failed: say so instead of 'unknown'."""
         self._models_of(provider, False)
         if provider in self.provider_errors:
-            from .errors import PluginError
+            from zoo.errors import PluginError
 
             raise PluginError(self.provider_errors[provider])
 
@@ -250,3 +251,16 @@ class Catalog:
         if self.has("datasets", value):
             return {"name": value, "path": None}
         return {"name": "folder", "path": value}
+
+
+_CATALOG = None
+
+
+def get_catalog(refresh: bool = False, registry: str | Path | None = None):
+    """The process-wide :class:`zoo.catalog.Catalog` (plugins loaded once)."""
+    global _CATALOG
+    if _CATALOG is None or refresh or registry is not None:
+        from zoo.registry import load_registry
+
+        _CATALOG = Catalog(registry=load_registry(registry))
+    return _CATALOG

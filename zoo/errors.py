@@ -78,3 +78,10 @@ def one_line(exc: BaseException) -> str:
     """``"TypeName: first line of the message"`` — for wrapping foreign exceptions."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def state_dict_error(exc: BaseException) -> str:
+    """The informative line of ``load_state_dict``'s error (its first line is a header)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:]), lines[0] if lines else type(exc).__name__)
+    return detail[:200]

@@ -85,8 +85,8 @@ def resolve_weights(backbone, tag, store):
 
     :param backbone: the resolved model name, e.g. ``"timm:efficientnet_lite0"``.
     :param tag: the requested pretrained tag, or ``None`` for the default one.
-    :param store: the :class:`zoo.weights.WeightStore` (to cache what is found).
-    :return: a :class:`zoo.weights.ResolvedWeights`, a path to a ``.safetensors`` file,
+    :param store: the :class:`zoo.weights.resolve.WeightStore` (to cache what is found).
+    :return: a :class:`zoo.weights.resolve.ResolvedWeights`, a path to a ``.safetensors`` file,
         a state dict, or ``None`` to let the next plugin try.
     """
 
@@ -103,7 +103,7 @@ def register_commands(cli):
 def on_epoch_end(run, epoch, metrics):
     """Observe the end of an epoch (loggers, notifiers).  The return value is ignored.
 
-    :param run: the :class:`zoo.runner.RunContext` (``run.job``, ``run.dir``, ``run.rank``).
+    :param run: the :class:`zoo.engine.pipeline.RunContext` (``run.job``, ``run.dir``, ``run.rank``).
     :param epoch: the epoch number, starting at 1.
     :param metrics: the record written to ``metrics.jsonl`` for this epoch.
     """
@@ -113,6 +113,6 @@ def on_epoch_end(run, epoch, metrics):
 def on_run_end(run, summary):
     """Observe the end of a run, completed, interrupted or failed.  Return value ignored.
 
-    :param run: the :class:`zoo.runner.RunContext`.
+    :param run: the :class:`zoo.engine.pipeline.RunContext`.
     :param summary: the content of ``summary.json``.
     """

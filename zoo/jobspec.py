@@ -9,7 +9,6 @@ errors with a "did you mean", wrong types are errors that name the key and the l
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 import types
@@ -17,8 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, did_you_mean
-from .yamlio import dump_yaml, load_yaml, parse_scalar
+from zoo.errors import ConfigError, did_you_mean
+from zoo.io.yamlio import deep_merge, dump_yaml, load_yaml, set_path  # noqa: F401 (public here too)
 
 
 @dataclass
@@ -124,37 +123,6 @@ class Layer:
 
 
 # -- building ------------------------------------------------------------------------------
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = deep_merge(out[key], value)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **copy.deepcopy(value)}  # params merge one level
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def set_path(tree: dict, dotted: str) -> dict:
-    """Apply one ``a.b.c=value`` to ``tree`` (in place) and return it."""
-    if "=" not in dotted:
-        raise ConfigError(f"--set {dotted!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
-    key, _, raw = dotted.partition("=")
-    parts = [p for p in key.strip().split(".")]
-    if not all(parts):
-        raise ConfigError(f"--set {dotted!r}: empty key part; write e.g. train.lr=0.01")
-    node = tree
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[part] = nxt
-        node = nxt
-    node[parts[-1]] = parse_scalar(raw)
-    return tree
-
-
 def job_from_tree(tree: dict, lines: dict | None = None, source: str = "job") -> JobSpec:
     """Validate a plain tree into a :class:`JobSpec`."""
     if not isinstance(tree, dict):
@@ -292,35 +260,6 @@ def _check_values(job: JobSpec) -> None:
             raise ConfigError(message)
     if job.name is not None and (not job.name.strip() or job.name in (".", "..")):
         raise ConfigError(f"'name' {job.name!r} is not a usable folder name")
-
-
-def build_job(layers: list[Layer], registry=None) -> JobSpec:
-    """Merge ``layers`` over the registry's defaults and validate.
-
-    The registry's per-strategy and per-dataset defaults are inserted right after its global
-    defaults, once the strategy and dataset names are known from all layers.
-    """
-    from .registry import load_registry
-
-    registry = registry or load_registry()
-    merged: dict = {}
-    for layer in layers:
-        merged = deep_merge(merged, layer.tree)
-    base = deep_merge(JobSpec().to_dict(), registry.defaults)
-    strategy = (merged.get("strategy") or {}).get("name") or base["strategy"]["name"]
-    dataset = (merged.get("data") or {}).get("name") or base["data"]["name"]
-    extra = [registry.strategies.get(strategy, {}), {"data": registry.datasets.get(dataset, {})}]
-    tree = base
-    for over in extra:
-        tree = deep_merge(tree, over)
-    lines: dict = {}
-    source = "job"
-    for layer in layers:
-        # validate each layer separately so errors name the file and line they came from
-        job_from_tree(deep_merge(tree, layer.tree), layer.lines, layer.source)
-        tree = deep_merge(tree, layer.tree)
-        lines, source = layer.lines, layer.source
-    return job_from_tree(tree, lines, source)
 
 
 def load_job_file(path: str | Path) -> Layer:

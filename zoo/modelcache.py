@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -79,7 +79,7 @@ def _safe_name(text: str) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    from .atomic import write_bytes
+    from zoo.io.atomic import write_bytes
 
     # a cache: no fsync (speed); callers treat a failed write as "not cached"
     write_bytes(path, json.dumps(obj, default=_jsonable).encode("utf-8"), durable=False)

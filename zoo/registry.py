@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, PluginError, did_you_mean
-from .jobspec import deep_merge
-from .yamlio import load_yaml
+from zoo.errors import ConfigError, PluginError, did_you_mean
+from zoo.jobspec import deep_merge
+from zoo.io.yamlio import load_yaml
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
 KEYS = ("requires", "providers", "aliases", "defaults", "strategies", "datasets", "presets")

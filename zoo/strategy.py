@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from .backbones import LayerGroup, TransferModel
-from .errors import ConfigError
+from zoo.backbones import LayerGroup, TransferModel
+from zoo.errors import ConfigError
 
 BN_MODES = ("train", "freeze-stats", "freeze-all")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)

@@ -120,7 +120,7 @@ def _is_number(value) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from zoo.atomic import write_text
+    from zoo.io.atomic import write_text
 
     write_text(path, text, durable=False)  # rewritten every epoch: no fsync needed
 

@@ -35,7 +35,7 @@ import dataclasses
 import math
 import time
 
-from . import Finetune, LinearProbe, Strategy, has_source_weights
+from .base import Finetune, LinearProbe, Strategy, has_source_weights
 
 TRIALS = ("linear-probe", "finetune", "lp-ft")
 
@@ -197,9 +197,9 @@ def run_trials(model, groups, job, bundle, device, cands: list[str], budget: flo
     """Short runs of the candidates on copies of ``model``; ``(results, seconds, detail)``."""
     import torch
 
-    from zoo.data import make_loader
-    from zoo.features import FeatureCache
-    from zoo.loop import fit
+    from zoo.engine.data import make_loader
+    from zoo.engine.features import FeatureCache
+    from zoo.engine.loop import fit
     from zoo.strategy import StrategyPlan
 
     from .schedules import LpFt

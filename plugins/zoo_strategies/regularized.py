@@ -6,7 +6,7 @@ importing this module imports no torch).
 """
 from __future__ import annotations
 
-from . import Strategy, backbone_lr_mult, has_source_weights
+from .base import Strategy, backbone_lr_mult, has_source_weights
 
 
 def _finetune_phase(strategy, name, model, groups, job, p, notes, terms):
@@ -103,7 +103,7 @@ class Joint(Strategy):
         else:
             bs = self.number(p, "source_batch_size", int, 1)
         bs = max(1, min(bs, n))
-        from zoo.data import make_loader
+        from zoo.engine.data import make_loader
 
         from .terms import JointSourceTerm
 

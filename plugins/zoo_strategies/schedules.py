@@ -7,7 +7,7 @@ Imports no torch.
 """
 from __future__ import annotations
 
-from . import Strategy, backbone_groups, backbone_lr_mult
+from .base import Strategy, backbone_groups, backbone_lr_mult
 
 
 class LpFt(Strategy):

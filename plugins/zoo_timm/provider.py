@@ -7,7 +7,7 @@
   its attribute path in the timm model (``fc``, ``classifier``, ``head.fc``): the original
   timm state dict therefore loads with ``Backbone.load_source_state_dict``.
 - Weights: a copy already in the Hugging Face (or torch hub) cache is loaded without network;
-  otherwise the hub is probed first (:mod:`zoo.network`) so that offline runs fail in about a
+  otherwise the hub is probed first (:mod:`zoo.weights.network`) so that offline runs fail in about a
   second with a :class:`~zoo.errors.WeightsError` instead of after ~46 s of hub retries.
 - Layer groups come from timm's ``group_matcher(coarse=True)``; see :meth:`layer_groups`.
 
@@ -74,7 +74,7 @@ class TimmProvider:
         if not pretrained:
             model = timm.create_model(name, pretrained=False)
             return _wrap(model, arch, tag)
-        from zoo.network import offline_reason, unreachable_message
+        from zoo.weights.network import offline_reason, unreachable_message
 
         overlay, must_probe = _weights_source(name, arch)
         if must_probe is not None and not _reachable(must_probe):
@@ -235,7 +235,7 @@ def _weights_source(name: str, arch: str) -> tuple[dict | None, str | None]:
         cached = _hf_cached_file(hf_id, cfg.get("hf_hub_filename"))
         if cached and plain_load:
             return {"file": cached, "source": ""}, None
-        from zoo.network import offline_reason
+        from zoo.weights.network import offline_reason
 
         if (offline_reason() or "").startswith("HF_HUB_OFFLINE") and _hf_client_offline():
             return None, None  # the offline HF client answers from its cache or fails fast
@@ -249,7 +249,7 @@ def _weights_source(name: str, arch: str) -> tuple[dict | None, str | None]:
 
 
 def _reachable(url: str) -> bool:
-    from zoo.network import url_reachable
+    from zoo.weights.network import url_reachable
 
     return url_reachable(url)
 

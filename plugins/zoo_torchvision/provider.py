@@ -16,7 +16,7 @@
   ``pretrained=False`` model behave exactly as hub-loaded ones.  Auxiliary heads of GoogLeNet
   and Inception v3 are removed, so ``forward`` always returns one tensor.
 - Weights: torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) is used offline; otherwise the
-  download host is probed first (:mod:`zoo.network`) so offline runs fail fast.
+  download host is probed first (:mod:`zoo.weights.network`) so offline runs fail fast.
 
 Only this module's functions import torch/torchvision (lazy-import rule).
 """
@@ -325,7 +325,7 @@ def _check_download_possible(url: str, name: str) -> None:
 
     import torch.hub
 
-    from zoo.network import unreachable_message, url_reachable
+    from zoo.weights.network import unreachable_message, url_reachable
 
     cached = os.path.join(torch.hub.get_dir(), "checkpoints",
                           os.path.basename(urlsplit(url).path))

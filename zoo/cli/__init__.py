@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import ZooError
+from zoo.errors import ZooError
 
 DEBUG = False
 
@@ -42,7 +42,7 @@ def cli(debug: bool) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from . import catalog_cmds, run_cmd
+    from zoo.cli import catalog_cmds, run_cmd
 
     for module in (catalog_cmds, run_cmd):
         module.register(cli)
@@ -57,7 +57,7 @@ def _register_builtin_commands() -> None:
 
 
 def _register_plugin_commands() -> None:
-    from ..api import get_catalog
+    from zoo.api import get_catalog
 
     pm = get_catalog().pm
     for impl in pm.impls("register_commands"):

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .output import console, print_json, table
+from zoo.cli.output import console, print_json, table
 
 
 def register(cli: click.Group) -> None:
@@ -28,7 +28,7 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
     zoo list 'resnet*' --pretrained    one row per pretrained tag (resnet18.a1_in1k ...)
     zoo list 'timm:vit_*'              one provider
     """
-    from ..api import get_catalog
+    from zoo.api import get_catalog
 
     cat = get_catalog()
     for p in providers:
@@ -38,7 +38,7 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
     rows: dict[tuple, list[str]] = {}
     for ref in refs:
         rows.setdefault((ref.arch, ref.tag), []).append(ref.provider)
-    from ..catalog import natural_key
+    from zoo.catalog import natural_key
 
     items = sorted(rows.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1] or ""))
     if limit is not None:
@@ -71,7 +71,7 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_cmd(model, as_json):
     """Provider(s), parameters, input size, mean/std and pretrained tags of MODEL."""
-    from ..api import model_info
+    from zoo.api import model_info
 
     info = model_info(model)
     if as_json:
@@ -101,13 +101,13 @@ def info_cmd(model, as_json):
               help="Print pip requirement lines of the installed third-party plugins.")
 def plugins_cmd(hook, as_json, requirements):
     """Every plugin: built-in or not, version, hooks, components, and failures (in red)."""
-    from ..api import get_catalog
+    from zoo.api import get_catalog
 
     cat = get_catalog()
     records = list(cat.pm.records.values())
     if hook:
-        from ..errors import UnknownComponentError, did_you_mean
-        from .. import hookspecs
+        from zoo.errors import UnknownComponentError, did_you_mean
+        from zoo import hookspecs
 
         names = [n for n in dir(hookspecs) if not n.startswith("_") and
                  callable(getattr(hookspecs, n)) and n not in ("hookspec", "hookimpl")]
@@ -143,7 +143,7 @@ def _component_command(kind: str, title: str):
     @click.command(kind, help=f"Installed {title} and the plugin that gave each.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def command(as_json):
-        from ..api import get_catalog
+        from zoo.api import get_catalog
 
         cat = get_catalog()
         comps = [cat.components[kind][n] for n in cat.names(kind)]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .output import console, print_json, table
-from .run_cmd import flags_tree, job_options
+from zoo.cli.output import console, print_json, table
+from zoo.cli.run_cmd import flags_tree, job_options
 
 
 def register(cli: click.Group) -> None:
@@ -35,8 +35,8 @@ def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, set
     (bars with ±1 std error bars, val curves).  `--set NAME:KEY=VALUE` sets a key for
     one strategy only.
     """
-    from ..api import get_catalog
-    from ..compare import compare
+    from zoo.api import get_catalog
+    from zoo.tools.compare import compare
 
     cat = get_catalog(registry=registry) if registry else get_catalog()
     tree = flags_tree(cat, **flags)

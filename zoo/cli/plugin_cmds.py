@@ -26,7 +26,7 @@ def new_plugin_cmd(name, kind, directory):
     The package has a pyproject.toml (entry point in group "zoo"), the hook implementation,
     a README and tests using zoo.testing.  See docs/plugins.md.
     """
-    from ..scaffold import new_plugin, plugin_names
+    from zoo.kit.scaffold import new_plugin, plugin_names
 
     root, files = new_plugin(name, kind, directory)
     names = plugin_names(name)

@@ -1,11 +1,11 @@
 """``zoo rank`` (which backbone transfers best, before training) and ``zoo explain`` (what a
-trained model looks at).  The work is in :mod:`zoo.rank` and :mod:`zoo.explain`."""
+trained model looks at).  The work is in :mod:`zoo.tools.rank` and :mod:`zoo.tools.explain`."""
 from __future__ import annotations
 
 import click
 
-from .output import console, print_json, table
-from .run_cmd import flags_tree, job_options
+from zoo.cli.output import console, print_json, table
+from zoo.cli.run_cmd import flags_tree, job_options
 
 
 def register(cli: click.Group) -> None:
@@ -46,8 +46,8 @@ def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset
     ridge probe.  A model whose weights are missing is listed with the reason.  The folder
     OUT/NAME gets rank.json, rank.csv and, with --validate, rank.png (score vs accuracy).
     """
-    from ..api import get_catalog
-    from ..rank import rank
+    from zoo.api import get_catalog
+    from zoo.tools.rank import rank
 
     cat = get_catalog(registry=registry) if registry else get_catalog()
     tree = flags_tree(cat, **flags)
@@ -69,7 +69,7 @@ def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset
 
 
 def print_ranking(out, result: dict) -> None:
-    from ..rank import METRICS, ranked
+    from zoo.tools.rank import METRICS, ranked
 
     metric = result["metric"]
     validated = any((r.get("validation") or {}).get("accuracy") is not None
@@ -144,7 +144,7 @@ def explain_cmd(run_dir, images, method, target, top_losses, out, device, as_jso
     per image (image | overlay), grid-METHOD.png and explain.json, or
     top_losses-METHOD.png and top_losses.json.
     """
-    from .. import explain as ex
+    from zoo.tools import explain as ex
 
     if top_losses is None and not images:
         raise click.UsageError("give IMAGE files to explain, or --top-losses N")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .output import console, print_json, table
+from zoo.cli.output import console, print_json, table
 
 
 def register(cli: click.Group) -> None:
@@ -121,14 +121,14 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     The run folder (runs/NAME/) holds job.yaml, metrics.jsonl, splits.json,
     model.safetensors, summary.json, curves.png and confusion.png.
     """
-    from ..api import get_catalog, load_job
-    from ..errors import ZooError
-    from ..jobspec import JobSpec
+    from zoo.api import get_catalog, load_job
+    from zoo.errors import ZooError
+    from zoo.jobspec import JobSpec
 
     cat = get_catalog(registry=registry) if registry else get_catalog()
     if resume:
-        from .. import rundir
-        from ..jobspec import load_job_file, job_from_tree
+        from zoo.io import runfolder as rundir
+        from zoo.jobspec import load_job_file, job_from_tree
 
         given = [name for name, value in [("MODEL", model), ("--strategy", strategy),
                                           ("--preset", preset), ("--config", config),
@@ -150,8 +150,8 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         job = load_job(model, config=config, preset=preset, flags=tree, sets=list(sets),
                        registry=cat.registry)
     assert isinstance(job, JobSpec)
-    from .. import distributed
-    from ..runner import run
+    from zoo.engine import distributed
+    from zoo.engine.pipeline import run
 
     if nproc and nproc > 1 and not plan_only:  # the job is valid: start the ranks
         if distributed.launched():
@@ -191,7 +191,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
     """This ``zoo run`` command line, rebuilt from its parsed parameters, minus ``--nproc``."""
     from click.core import ParameterSource
 
-    from . import DEBUG
+    from zoo.cli import DEBUG
 
     args = (["--debug"] if DEBUG else []) + [ctx.info_name or "run"]
     for param in ctx.command.params:

@@ -1,14 +1,14 @@
 """Reusing finished runs: ``zoo eval``, ``zoo runs``, ``zoo predict``, ``zoo export``.
 
 See docs/runs.md.  Each command rebuilds the model from ``RUN_DIR/model.safetensors`` and
-``job.yaml`` (:func:`zoo.runs.load_run`); a folder that is not a finished run is a one-line
+``job.yaml`` (:func:`zoo.runs.reuse.load_run`); a folder that is not a finished run is a one-line
 error with exit code 2.
 """
 from __future__ import annotations
 
 import click
 
-from .output import console, print_json, table
+from zoo.cli.output import console, print_json, table
 
 
 def register(cli: click.Group) -> None:
@@ -26,8 +26,8 @@ def register(cli: click.Group) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def eval_cmd(run_dir, data, data_root, device, batch_size, as_json):
     """Metrics of RUN_DIR's saved model on its own test split (splits.json) or on --data."""
-    from .. import rundir
-    from ..runs import evaluate_run
+    from zoo.io import runfolder as rundir
+    from zoo.runs.reuse import evaluate_run
 
     metrics = evaluate_run(run_dir, data=data, device=device, batch_size=batch_size,
                            data_root=data_root)
@@ -53,7 +53,7 @@ def eval_cmd(run_dir, data, data_root, device, batch_size, as_json):
 @click.option("--limit", type=int, default=None, help="Show at most N runs.")
 def runs_cmd(parent, as_json, limit):
     """Past runs under PARENT (default ./runs), newest first."""
-    from ..runs import list_runs
+    from zoo.runs.reuse import list_runs
 
     rows = list_runs(parent)
     if limit is not None:
@@ -80,7 +80,7 @@ def runs_cmd(parent, as_json, limit):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def predict_cmd(run_dir, images, top_k, device, as_json):
     """Classify IMAGE files with RUN_DIR's model: top classes and probabilities."""
-    from ..predict import predict
+    from zoo.runs.predict import predict
 
     results = predict(run_dir, list(images), top_k=top_k, device=device)
     if as_json:
@@ -106,7 +106,7 @@ def export_cmd(run_dir, fmt, out, as_json):
     The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
     files get a .json sidecar with classes, image size and mean/std.
     """
-    from ..export import export_run
+    from zoo.runs.export import export_run
 
     result = export_run(run_dir, fmt, out)
     if as_json:

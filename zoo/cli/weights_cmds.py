@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .output import console, print_json, table
+from zoo.cli.output import console, print_json, table
 
 
 def register(cli: click.Group) -> None:
@@ -39,7 +39,7 @@ def _size(n) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json):
     """Stored weights: model, tag, size, sha256, source, date."""
-    from ..weights import WeightStore
+    from zoo.weights.resolve import WeightStore
 
     store = WeightStore()
     rows = store.entries()
@@ -67,8 +67,8 @@ def list_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest entry as JSON.")
 def pull_cmd(model, tag, source, force, as_json):
     """Fetch MODEL's pretrained weights into the store (needs network for hub weights)."""
-    from ..api import get_catalog
-    from ..store import pull
+    from zoo.api import get_catalog
+    from zoo.weights.manage import pull
 
     result = pull(get_catalog(), model, tag, source=source, force=force)
     if as_json:
@@ -92,8 +92,8 @@ def import_cmd(file, model, tag, force, as_json):
     or by order when every shape matches.  .pth files are read with
     torch.load(weights_only=True): a pickle that needs code to load is refused.
     """
-    from ..api import get_catalog
-    from ..store import import_file
+    from zoo.api import get_catalog
+    from zoo.weights.manage import import_file
 
     result = import_file(get_catalog(), file, model, tag, force=force)
     if as_json:
@@ -114,9 +114,9 @@ def import_cmd(file, model, tag, force, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def verify_cmd(as_json):
     """Re-hash every stored file against the manifest; exit 1 when any fails."""
-    from ..weights import WeightStore
+    from zoo.weights.resolve import WeightStore
 
-    from . import fail
+    from zoo.cli import fail
 
     store = WeightStore()
     rows = store.verify()
@@ -143,8 +143,8 @@ def verify_cmd(as_json):
 @click.option("--tag", default=None, help="Weights tag.")
 def path_cmd(model, tag):
     """Print the path of MODEL's stored safetensors file."""
-    from ..api import get_catalog
-    from ..store import store_path
+    from zoo.api import get_catalog
+    from zoo.weights.manage import store_path
 
     click.echo(str(store_path(get_catalog(), model, tag)))
 
@@ -155,8 +155,8 @@ def path_cmd(model, tag):
 @click.option("--json", "as_json", is_flag=True, help="Print the removed entry as JSON.")
 def rm_cmd(model, tag, as_json):
     """Delete MODEL's stored weights (file and manifest entry)."""
-    from ..api import get_catalog
-    from ..store import remove_model
+    from zoo.api import get_catalog
+    from zoo.weights.manage import remove_model
 
     removed = remove_model(get_catalog(), model, tag)
     if as_json:

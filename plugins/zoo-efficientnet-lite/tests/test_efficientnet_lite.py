@@ -74,7 +74,7 @@ def _images(cfg: dict):
     from skimage import data
 
     from zoo.backbones import PretrainedConfig
-    from zoo.transforms import build_transform
+    from zoo.engine.transforms import build_transform
 
     pcfg = PretrainedConfig(**{**cfg, "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])})
     tf = build_transform(pcfg, pcfg.input_size, "none", train=False)

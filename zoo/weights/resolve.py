@@ -7,166 +7,17 @@ and tags fail with a message naming every place looked and the command that woul
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, WeightsError
+from zoo.errors import CheckpointError, WeightsError
+from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
+                                 read_torch_file, sha256_file, zoo_home)
+from zoo.weights.store import WeightStore  # noqa: F401 (public here too)
 
 SPECIAL = ("auto", "pretrained", "none")
-
-
-def zoo_home() -> Path:
-    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass
-class ResolvedWeights:
-    """Weights found for a backbone: a state dict in the provider's original naming."""
-
-    source: str                         # "file:PATH" | "store" | "plugin:NAME" | "hub:PROVIDER"
-    state: dict | None = None           # tensors (None when the provider loaded them itself)
-    sha256: str | None = None
-    path: str | None = None
-    tag: str | None = None
-    info: dict = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        return {"source": self.source, "sha256": self.sha256, "tag": self.tag}
-
-
-def read_safetensors(path: str | Path) -> tuple[dict, dict]:
-    """``(tensors, metadata)`` of a ``.safetensors`` file; malformed files → one-line error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            size = path.stat().st_size
-            if header_len <= 0 or header_len > size - 8:
-                raise CheckpointError(f"{path} is not a valid .safetensors file (header "
-                                      "length out of range) — re-download or re-export it")
-            header = json.loads(fh.read(header_len))
-        meta = header.get("__metadata__") or {}
-        tensors = load_file(str(path))
-    except CheckpointError:
-        raise
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a valid .safetensors file ({exc}) — "
-                              "re-download or re-export it") from None
-    return tensors, meta
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """Tensors + metadata of a ``.safetensors`` or foreign ``.pth``/``.pt`` file (no pickle code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    return read_torch_file(path), {}
-
-
-def read_torch_file(path: Path) -> dict:
-    # only the exception class: torch.load(weights_only=True) raises it for a pickle that
-    # would need arbitrary code; nothing here unpickles with the plain pickle module
-    from pickle import UnpicklingError
-
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except UnpicklingError as exc:
-        raise WeightsError(f"{path} needs arbitrary code to unpickle and was refused "
-                           f"({str(exc).splitlines()[0][:120]}) — ask its author for a "
-                           ".safetensors file, or a plain state dict") from None
-    except Exception as exc:  # truncated zip, not a torch file, ...
-        raise WeightsError(f"{path} could not be read as a PyTorch checkpoint: "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
-    for key in ("state_dict", "model", "model_state_dict", "net"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-class WeightStore:
-    """zoo's own weight store: ``$ZOO_HOME/weights`` (see :mod:`zoo.store` for the layout,
-    the manifest and the lock; ``zoo weights`` manages it).
-
-    ``model`` is ``provider:arch`` throughout; ``tag`` the provider's weights tag or None.
-    """
-
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root else zoo_home() / "weights"
-
-    def path_for(self, model: str, tag: str | None = None) -> Path:
-        from .store import FILE_NAME, folder_name
-
-        return self.root / folder_name(model, tag) / FILE_NAME
-
-    def get(self, model: str, tag: str | None = None) -> ResolvedWeights | None:
-        """The stored weights (checked against the manifest's sha256), or None."""
-        path = self.path_for(model, tag)
-        if not path.is_file():
-            return None
-        digest = sha256_file(path)
-        entry = self.entry(model, tag)
-        if entry and entry.get("sha256") and entry["sha256"] != digest:
-            from .store import entry_key
-
-            key = entry_key(model, tag)
-            raise WeightsError(f"stored weights {path} do not match their sha256 in the "
-                               f"manifest (corrupt file) — `zoo weights rm {key}` then `zoo "
-                               f"weights pull {key}` (or import them again)")
-        tensors, meta = read_safetensors(path)
-        info = dict(meta)
-        if entry:
-            info["store_entry"] = entry
-        return ResolvedWeights("store", tensors, digest, str(path), tag, info)
-
-    # -- management (zoo.store does the work: lock + manifest + atomic files) -------------
-    def put(self, model: str, tag: str | None, tensors: dict, source: str,
-            metadata: dict | None = None, extra: dict | None = None) -> dict:
-        """Store ``tensors`` (source naming) for ``model``/``tag``; return the manifest entry."""
-        from . import store
-
-        return store.put(self.root, model, tag, tensors, source, metadata, extra)
-
-    def entry(self, model: str, tag: str | None = None) -> dict | None:
-        from . import store
-
-        return store.entry(self.root, model, tag)
-
-    def entries(self) -> list[dict]:
-        from . import store
-
-        return store.entries(self.root)
-
-    def remove(self, model: str, tag: str | None = None) -> dict:
-        from . import store
-
-        return store.remove(self.root, model, tag)
-
-    def verify(self) -> list[dict]:
-        from . import store
-
-        return store.verify(self.root)
 
 
 def normalise_weights(found: Any, source: str, tag: str | None) -> ResolvedWeights:
@@ -179,7 +30,7 @@ def normalise_weights(found: Any, source: str, tag: str | None) -> ResolvedWeigh
     if isinstance(found, dict):
         return ResolvedWeights(source, found, None, None, tag)
     raise WeightsError(f"{source} returned {type(found).__name__}; expected a path, a state "
-                       "dict or zoo.weights.ResolvedWeights")
+                       "dict or zoo.weights.resolve.ResolvedWeights")
 
 
 def strip_known_prefixes(state: dict, expected: set[str]) -> dict:
@@ -328,7 +179,7 @@ def apply_pretrained_cfg(backbone, cfg) -> None:
             return
     if not isinstance(cfg, dict):
         return
-    from .backbones import PretrainedConfig
+    from zoo.backbones import PretrainedConfig
 
     fields = {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")
               if k in cfg}

@@ -5,7 +5,7 @@ optionally augment, scale to float and normalise with the source weights' mean/s
 """
 from __future__ import annotations
 
-from .backbones import PretrainedConfig
+from zoo.backbones import PretrainedConfig
 
 
 def _interpolation(name: str):

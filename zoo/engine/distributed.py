@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError, TrainingError, ZooError
+from zoo.errors import ConfigError, TrainingError, ZooError
 
 TIMEOUT_ENV = "ZOO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
@@ -134,7 +134,7 @@ class ShardSampler(torch.utils.data.DistributedSampler):
     """This rank's share of a dataset.
 
     Shuffled: the permutation comes from ``generator`` (the DataLoader's own generator, which
-    :func:`zoo.loop._seed_epoch` reseeds every epoch, exactly as it does for a single
+    :func:`zoo.engine.loop._seed_epoch` reseeds every epoch, exactly as it does for a single
     process's ``RandomSampler``), padded by repeating its first indices to a multiple of the
     world size; rank ``r`` takes ``perm[r::W]``.  With a per-rank batch of ``B / W`` the ranks'
     k-th batches together are the single-process k-th batch of size ``B`` (padding aside).

@@ -6,17 +6,17 @@
    ``MODEL@WEIGHTS`` gets its own, e.g. ``efficientnet_lite0@none`` for random init); a
    candidate whose weights cannot be had (``--weights pretrained`` offline, a bad file) is
    listed with the reason and the others go on;
-2. extracts the features of the training split once (:func:`zoo.features.extract_features`,
+2. extracts the features of the training split once (:func:`zoo.engine.features.extract_features`,
    deterministic preprocessing: resize + center crop at the job's image size, the weights'
    mean/std) and of the held-out validation split;
-3. scores them (:mod:`zoo.transferability`): ``logme`` (features), ``leep`` and ``nce`` (the
+3. scores them (:mod:`zoo.tools.transferability`): ``logme`` (features), ``leep`` and ``nce`` (the
    kept source classifier's softmax, where the backbone has one), ``knn`` and ``probe``
    (held-out accuracy of a k-NN and of a closed-form ridge probe: sanity columns);
 4. ranks by ``metric`` (higher is better for every score; 1 = best);
-5. with ``validate=N``, trains the top N for real (``zoo.runner.run``, strategy
+5. with ``validate=N``, trains the top N for real (``zoo.engine.pipeline.run``, strategy
    ``linear-probe`` by default) and records the test accuracy each reached.
 
-The folder ``OUT/NAME`` (:func:`zoo.rundir.new_run_dir`) gets ``rank.json`` (rewritten
+The folder ``OUT/NAME`` (:func:`zoo.io.runfolder.new_run_dir`) gets ``rank.json`` (rewritten
 after every candidate), ``rank.csv`` and, with validation, ``rank.png`` (score vs accuracy).
 """
 from __future__ import annotations
@@ -29,8 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import atomic, rundir
-from .errors import ConfigError, RunInterrupted, ZooError
+from zoo.io import atomic
+from zoo.io import runfolder as rundir
+from zoo.errors import ConfigError, RunInterrupted, ZooError
 
 SCHEMA = 1
 METRICS = ("logme", "leep", "nce", "knn", "probe")
@@ -71,11 +72,12 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
     :param flags: a job-tree fragment (``{"data": {...}, "weights": "auto", "out": ...}``).
     :param validate: train the top N for real and record the accuracy they reach.
     """
-    from .api import get_catalog, load_job
+    from zoo.catalog import get_catalog
+    from zoo.layering import load_job
 
     log = log or (lambda msg: None)
     if metric not in METRICS:
-        from .errors import did_you_mean
+        from zoo.errors import did_you_mean
 
         raise ConfigError(f"unknown rank metric '{metric}'{did_you_mean(metric, METRICS)} "
                           f"(choose from {', '.join(METRICS)})")
@@ -132,13 +134,13 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
                result) -> dict:
     import torch
 
-    from .api import load_job
-    from .data import load_splits, make_loader
-    from .features import extract_features
-    from .runner import pick_device
-    from .transforms import build_transform
-    from .weights import resolve_and_load
-    from . import transferability as tr
+    from zoo.layering import load_job
+    from zoo.engine.data import load_splits, make_loader
+    from zoo.engine.features import extract_features
+    from zoo.engine.pipeline import pick_device
+    from zoo.engine.transforms import build_transform
+    from zoo.weights.resolve import resolve_and_load
+    from zoo.tools import transferability as tr
 
     row: dict = {"candidate": name + (f"@{weights}" if weights else ""), "model": name,
                  "weights_arg": weights or base.weights, "weights": None,
@@ -149,7 +151,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
     start = time.perf_counter()
     try:
         over = {"weights": weights} if weights else {}
-        from .jobspec import deep_merge
+        from zoo.jobspec import deep_merge
 
         job = load_job(name, config=config, preset=preset, flags=deep_merge(flags, over),
                        sets=list(sets or []), registry=catalog.registry)
@@ -237,9 +239,9 @@ def ranked(rows: list[dict]) -> list[dict]:
 
 # -- validation -----------------------------------------------------------------------------
 def _validate(result, n, strategy, base, flags, sets, config, preset, catalog, folder, log):
-    from .api import load_job
-    from .jobspec import deep_merge
-    from .runner import run
+    from zoo.layering import load_job
+    from zoo.jobspec import deep_merge
+    from zoo.engine.pipeline import run
 
     top = [r for r in ranked(result["models"]) if r["rank"] is not None][:n]
     for r in top:
@@ -332,7 +334,7 @@ def _write(folder: Path, result: dict) -> None:
 
 def plot_rank(result: dict, path: Path) -> None:
     """Scatter of the ranking score vs the accuracy validation reached, one labelled dot each."""
-    from .plots import _figure, _save
+    from zoo.io.plots import _figure, _save
 
     plt = _figure()
     metric = result["metric"]

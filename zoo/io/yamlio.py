@@ -5,12 +5,13 @@ classic hostile inputs (huge files, alias bombs) before they cost memory.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from zoo.errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
@@ -96,3 +97,35 @@ def parse_scalar(text: str) -> Any:
 
 def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+# -- job trees: layering and --set ----------------------------------------------------------
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **copy.deepcopy(value)}  # params merge one level
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_path(tree: dict, dotted: str) -> dict:
+    """Apply one ``a.b.c=value`` to ``tree`` (in place) and return it."""
+    if "=" not in dotted:
+        raise ConfigError(f"--set {dotted!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
+    key, _, raw = dotted.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {dotted!r}: empty key part; write e.g. train.lr=0.01")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = parse_scalar(raw)
+    return tree

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DataError, ZooError
+from zoo.errors import DataError, ZooError
 
 
 def decode_image(path: str | Path):
@@ -54,8 +54,8 @@ def predict(run_dir: str | Path, images: list[str | Path], top_k: int = 5,
     """
     import torch
 
-    from .runs import load_run
-    from .transforms import build_transform
+    from zoo.runs.reuse import load_run
+    from zoo.engine.transforms import build_transform
 
     if not images:
         raise ZooError("no images given")

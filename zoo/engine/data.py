@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import DataError
+from zoo.errors import DataError
 
 
 @dataclass
@@ -56,11 +56,11 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
     import torch
     from torch.utils.data import DataLoader
 
-    from . import distributed
+    from zoo.engine import distributed
 
     workers = default_workers(dataset) if workers is None else workers
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    # under torchrun: this rank's shard, shuffled by the same generator (zoo.distributed)
+    # under torchrun: this rank's shard, shuffled by the same generator (zoo.engine.distributed)
     sampler = distributed.sampler(dataset, shuffle, gen)
     sharded = sampler is not None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and not sharded,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from . import atomic
+from zoo.io import atomic
 
 
 def _figure():

@@ -1,10 +1,10 @@
 """``zoo compare``: several strategies × seeds on identical data, one leaderboard.
 
-:func:`compare` runs every (strategy, seed) pair through :func:`zoo.runner.run` into one
+:func:`compare` runs every (strategy, seed) pair through :func:`zoo.engine.pipeline.run` into one
 comparison folder ``OUT/NAME/<strategy>-seed<seed>/``; a run that fails is recorded in its
 row with its error and the others still run.  For one seed every strategy sees the same
 splits (the split depends on the data and the seed only; ``compare.json`` records whether
-the runs' ``splits.json`` agree).  The folder gets, atomically (:mod:`zoo.atomic`):
+the runs' ``splits.json`` agree).  The folder gets, atomically (:mod:`zoo.io.atomic`):
 
 - ``compare.json``: every run (test metrics, wall time, trainable params, what ``auto``
   chose), the leaderboard (mean ± std per metric over seeds), the winner and its margin;
@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import atomic, rundir
-from .errors import ConfigError, RunInterrupted, ZooError
+from zoo.io import atomic
+from zoo.io import runfolder as rundir
+from zoo.errors import ConfigError, RunInterrupted, ZooError
 
 SCHEMA = 1
 
@@ -60,9 +61,10 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     :param flags: a job-tree fragment applied to every run (``{"train": {"epochs": 3}}``).
     :param sets: ``--set`` strings; ``NAME:KEY=VALUE`` applies to strategy NAME only.
     """
-    from .api import get_catalog, load_job
-    from .jobspec import deep_merge
-    from .runner import run
+    from zoo.catalog import get_catalog
+    from zoo.layering import load_job
+    from zoo.jobspec import deep_merge
+    from zoo.engine.pipeline import run
 
     log = log or (lambda msg: None)
     catalog = catalog or get_catalog()
@@ -137,7 +139,7 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
 def _warm_up(model, strategy, flags, sets, config, preset, catalog, load_job, deep_merge):
     """Plan the first job once (imports, model build, data) so that one-time process
     start-up costs are not charged to the first strategy's wall time."""
-    from .runner import run
+    from zoo.engine.pipeline import run
 
     try:
         job = load_job(model, config=config, preset=preset,
@@ -358,7 +360,7 @@ def _val_curve(run_dir: str | None, metric: str) -> list[tuple[int, float]]:
 
 def plot_compare(result: dict, path: Path) -> None:
     """Bars (mean ± std of the ranking metric) and mean val curves per strategy."""
-    from .plots import _figure, _save
+    from zoo.io.plots import _figure, _save
 
     plt = _figure()
     metric = result["rank_metric"]["metric"]

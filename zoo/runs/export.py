@@ -4,7 +4,7 @@ Formats (the exported model maps normalised images ``(N, 3, S, S)`` to logits ``
 ``S`` is the run's image size, the batch dimension is dynamic):
 
 - ``safetensors``: the model's tensors plus the same ``zoo`` metadata as the run's
-  ``model.safetensors`` (so :func:`zoo.runs.load_run`-style code can rebuild it).
+  ``model.safetensors`` (so :func:`zoo.runs.reuse.load_run`-style code can rebuild it).
 - ``onnx``: ``torch.onnx.export`` (the dynamo exporter; needs the ``export`` extra: onnx +
   onnxscript).
 - ``torch-export``: a ``torch.export`` program saved with ``torch.export.save`` (``.pt2``);
@@ -21,8 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import atomic
-from .errors import MissingDependencyError, ZooError
+from zoo.io import atomic
+from zoo.errors import MissingDependencyError, ZooError
 
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torch-export": ".pt2"}
 
@@ -49,7 +49,7 @@ def check_export_deps() -> None:
 def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, catalog=None,
                run=None) -> dict:
     """Write the run's model in ``fmt``; return ``{"format", "path", "sidecar"?, "bytes"}``."""
-    from .runs import load_run
+    from zoo.runs.reuse import load_run
 
     if fmt not in FORMATS:
         raise ZooError(f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})")

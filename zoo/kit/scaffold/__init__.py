@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 KINDS = ("backbone", "head", "strategy", "metric", "dataset")
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
@@ -86,7 +86,7 @@ def new_plugin(name: str, kind: str, directory: str | Path = ".", *,
 
 def _check_free(component: str, kind: str) -> None:
     """Refuse a component name an installed plugin already registers (a duplicate later)."""
-    from .api import get_catalog
+    from zoo.catalog import get_catalog
 
     cat = get_catalog()
     table = cat.components[_CATALOG_KIND[kind]]

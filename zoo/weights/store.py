@@ -14,25 +14,24 @@ store is a plain cache of source weights, readable by anything that reads safete
 
 Concurrency: writers take an exclusive ``flock`` on ``.lock`` for the whole
 read-modify-write of a file plus the manifest, and every file is written to a temp file and
-renamed into place (:mod:`zoo.atomic`), so two ``zoo weights pull`` running at once never
+renamed into place (:mod:`zoo.io.atomic`), so two ``zoo weights pull`` running at once never
 leave a half-written file or lose each other's manifest entries.  Readers take no lock:
 they only ever see complete files.
 
-The management operations used by ``zoo weights`` (``pull``, ``import``, ``verify``, ...)
-live here; :class:`zoo.weights.WeightStore` is the object the resolver and plugins see, and
-delegates to these functions.
+:class:`WeightStore` is the object the resolver and plugins see; the ``zoo weights``
+operations that also need providers (``pull``, ``import``) are :mod:`zoo.weights.manage`.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from . import atomic
-from .errors import WeightsError
+from zoo.io import atomic
+from zoo.errors import WeightsError
+from zoo.weights.formats import ResolvedWeights, read_safetensors, sha256_file, zoo_home
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -162,7 +161,6 @@ def verify(root: Path) -> list[dict]:
     ``sha256 mismatch``) plus one per ``weights.safetensors`` the manifest does not know
     (``untracked``).
     """
-    from .weights import sha256_file
 
     manifest = read_manifest(root)
     rows = []
@@ -191,136 +189,51 @@ def verify(root: Path) -> list[dict]:
     return rows
 
 
-# -- pull / import: what ``zoo weights`` does ------------------------------------------------
-def _split_ref(catalog, name: str, tag: str | None):
-    """``(ref, model, tag)`` for a user's MODEL argument (``[provider:]arch[.tag]``)."""
-    ref = catalog.resolve_model(name)
-    tag = tag or ref.tag
-    return ref, f"{ref.provider}:{ref.arch}", tag
+class WeightStore:
+    """zoo's own weight store: ``$ZOO_HOME/weights`` (the layout, manifest and lock
+    above; ``zoo weights`` manages it through :mod:`zoo.weights.manage`).
 
-
-def pull(catalog, name: str, tag: str | None = None, *, source: str = "auto",
-         force: bool = False, store=None) -> dict:
-    """Fetch ``name``'s pretrained weights (plugins, then the provider's hub) into the store.
-
-    :param source: ``auto`` (plugins, then hub), ``plugin`` or ``hub``.
-    Returns the manifest entry plus ``"status"`` (``stored`` or ``present``).
+    ``model`` is ``provider:arch`` throughout; ``tag`` the provider's weights tag or None.
     """
-    from .weights import WeightStore, _from_plugins, apply_pretrained_cfg, load_into_backbone
 
-    store = store or WeightStore()
-    ref, model, tag = _split_ref(catalog, name, tag)
-    key = entry_key(model, tag)
-    if not force:
-        existing = store.entry(model, tag)
-        if existing and (store.root / existing["file"]).is_file():
-            return dict(existing, status="present", path=str(store.root / existing["file"]))
-    provider = catalog.provider(ref.provider)
-    looked: list[str] = []
-    backbone, origin = None, None
-    if source in ("auto", "plugin"):
-        found = _from_plugins(catalog, model, tag, store, looked)
-        if found is not None:
-            backbone = provider.create(ref.arch, ref.tag, pretrained=False)
-            load_into_backbone(backbone, found)
-            apply_pretrained_cfg(backbone, found.info.get("pretrained_cfg"))
-            origin = found.source
-    if backbone is None and source in ("auto", "hub"):
-        try:
-            backbone = provider.create(ref.arch, tag, pretrained=True)
-            origin = f"hub:{ref.provider}"
-        except WeightsError as exc:
-            looked.append(f"{ref.provider} hub: {str(exc).split(' — ')[0]}")
-    if backbone is None:
-        quiet = [x[len("plugin "):] for x in looked if x.startswith("plugin ") and " " not in
-                 x[len("plugin "):]]
-        rest = [x for x in looked if x[len("plugin "):] not in quiet]
-        if quiet:
-            rest.insert(0, f"no resolve_weights plugin has them (asked {', '.join(quiet)})")
-        where = "; ".join(rest) or "nowhere (no plugin answered)"
-        raise WeightsError(f"cannot pull {key}: {where} — run `zoo weights pull {key}` where "
-                           f"there is network (or set HF_ENDPOINT / TORCH_HOME to a mirror or "
-                           f"a cache), or `zoo weights import FILE --model {key}`")
-    state = backbone.source_state_dict()
-    entry_ = store.put(model, tag, state, origin,
-                       metadata={"pretrained_cfg": backbone.pretrained_cfg.as_dict()})
-    return dict(entry_, key=key, status="stored", path=str(store.root / entry_["file"]))
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else zoo_home() / "weights"
 
+    def path_for(self, model: str, tag: str | None = None) -> Path:
+        return self.root / folder_name(model, tag) / FILE_NAME
 
-def import_file(catalog, path: str | Path, name: str, tag: str | None = None, *,
-                force: bool = False, store=None) -> dict:
-    """Map a foreign checkpoint onto ``name``'s backbone and store it as safetensors.
+    def get(self, model: str, tag: str | None = None) -> ResolvedWeights | None:
+        """The stored weights (checked against the manifest's sha256), or None."""
+        path = self.path_for(model, tag)
+        if not path.is_file():
+            return None
+        digest = sha256_file(path)
+        entry = self.entry(model, tag)
+        if entry and entry.get("sha256") and entry["sha256"] != digest:
+            key = entry_key(model, tag)
+            raise WeightsError(f"stored weights {path} do not match their sha256 in the "
+                               f"manifest (corrupt file) — `zoo weights rm {key}` then `zoo "
+                               f"weights pull {key}` (or import them again)")
+        tensors, meta = read_safetensors(path)
+        info = dict(meta)
+        if entry:
+            info["store_entry"] = entry
+        return ResolvedWeights("store", tensors, digest, str(path), tag, info)
 
-    ``.safetensors`` files and ``.pth``/``.pt`` state dicts (read with
-    ``torch.load(weights_only=True)``: a pickle that needs code is refused).  Keys are matched
-    by name, after stripping known prefixes (``module.``, ``model.``, ``backbone.``, ...), or
-    by order when every shape matches; a zoo run's ``model.safetensors`` works too.  Returns
-    the manifest entry plus the mapping report (``missing``, ``unexpected``, ``mismatched``).
-    """
-    from .weights import (ResolvedWeights, WeightStore, apply_pretrained_cfg, load_into_backbone,
-                          pretrained_cfg_of, read_checkpoint, sha256_file)
+    # -- management (zoo.weights.store does the work: lock + manifest + atomic files) -------------
+    def put(self, model: str, tag: str | None, tensors: dict, source: str,
+            metadata: dict | None = None, extra: dict | None = None) -> dict:
+        """Store ``tensors`` (source naming) for ``model``/``tag``; return the manifest entry."""
+        return put(self.root, model, tag, tensors, source, metadata, extra)
 
-    store = store or WeightStore()
-    path = Path(os.path.expanduser(str(path)))
-    ref, model, tag = _split_ref(catalog, name, tag)
-    key = entry_key(model, tag)
-    tensors, meta = read_checkpoint(path)
-    if not tensors:
-        raise WeightsError(f"{path} holds no tensors")
-    if not force and store.entry(model, tag):
-        raise WeightsError(f"{key} is already in the weight store — pass --force to replace it, "
-                           f"or --tag NAME to keep both")
-    digest = sha256_file(path)
-    found = ResolvedWeights(f"file:{path}", tensors, digest, str(path), tag, meta)
-    backbone = catalog.provider(ref.provider).create(ref.arch, ref.tag, pretrained=False)
-    report = load_into_backbone(backbone, found)  # CheckpointError when it does not fit
-    apply_pretrained_cfg(backbone, pretrained_cfg_of(meta))
-    missing_source = {_source_name(backbone, k) for k in report["missing"]}
-    state = {k: v for k, v in backbone.source_state_dict().items() if k not in missing_source}
-    entry_ = store.put(model, tag, state, f"import:{path.name}",
-                       metadata={"pretrained_cfg": backbone.pretrained_cfg.as_dict()},
-                       extra={"original": {"file": str(path.resolve()), "sha256": digest}})
-    return dict(entry_, key=key, status="stored", path=str(store.root / entry_["file"]),
-                report={"loaded": len(state), "missing": report["missing"],
-                        "unexpected": report["unexpected"],
-                        "mismatched": report["mismatched"]})
+    def entry(self, model: str, tag: str | None = None) -> dict | None:
+        return entry(self.root, model, tag)
 
+    def entries(self) -> list[dict]:
+        return entries(self.root)
 
-def _source_name(backbone, key: str) -> str:
-    """A key of the backbone's own state dict (``body.x``) in source naming (``x``)."""
-    if key.startswith("body."):
-        return key[5:]
-    if key.startswith("source_classifier.") and backbone.classifier_name:
-        return backbone.classifier_name + "." + key[len("source_classifier."):]
-    return key
+    def remove(self, model: str, tag: str | None = None) -> dict:
+        return remove(self.root, model, tag)
 
-
-def store_path(catalog, name: str, tag: str | None = None, store=None) -> Path:
-    from .weights import WeightStore
-
-    store = store or WeightStore()
-    _, model, tag = _split_ref(catalog, name, tag)
-    path = store.path_for(model, tag)
-    if not path.is_file():
-        raise WeightsError(f"{entry_key(model, tag)} is not in the weight store ({store.root}) "
-                           f"— `zoo weights pull {entry_key(model, tag)}` or `zoo weights "
-                           f"import FILE --model {entry_key(model, tag)}`")
-    return path
-
-
-def remove_model(catalog, name: str, tag: str | None = None, store=None) -> dict:
-    from .weights import WeightStore
-
-    store = store or WeightStore()
-    try:
-        _, model, tag = _split_ref(catalog, name, tag)
-    except Exception:  # the provider/model may be gone: remove by the raw key
-        model, _, raw_tag = name.partition(".")
-        tag = tag or raw_tag or None
-    return store.remove(model, tag)
-
-
-def describe(e: dict) -> dict[str, Any]:
-    """A manifest entry for display."""
-    return {"model": e.get("model"), "tag": e.get("tag"), "size": e.get("size"),
-            "sha256": e.get("sha256"), "source": e.get("source"), "created": e.get("created")}
+    def verify(self) -> list[dict]:
+        return verify(self.root)

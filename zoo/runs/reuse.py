@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import rundir
-from .errors import CheckpointError
+from zoo.io import runfolder as rundir
+from zoo.errors import CheckpointError, state_dict_error
 
 
 @dataclass
@@ -23,10 +23,10 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRun:
     """The trained model of a run folder, in eval mode, with its job and metadata."""
-    from .api import get_catalog
-    from .backbones import PretrainedConfig, TransferModel
-    from .jobspec import job_from_tree, load_job_file
-    from .weights import read_safetensors
+    from zoo.catalog import get_catalog
+    from zoo.backbones import PretrainedConfig, TransferModel
+    from zoo.jobspec import job_from_tree, load_job_file
+    from zoo.weights.resolve import read_safetensors
 
     run_dir = rundir.require_run_dir(run_dir)
     catalog = catalog or get_catalog()
@@ -61,24 +61,17 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
     return LoadedRun(run_dir, job, model, meta, meta["classes"], int(meta["image_size"]))
 
 
-def state_dict_error(exc: BaseException) -> str:
-    """The informative line of ``load_state_dict``'s error (its first line is a header)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines[1:]), lines[0] if lines else type(exc).__name__)
-    return detail[:200]
-
-
 def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
                  device: str = "cpu", batch_size: int | None = None,
                  data_root: str | None = None) -> dict:
     """Metrics of a run's saved model on its own test split (or on ``data``)."""
     import torch
 
-    from .api import get_catalog
-    from .data import load_splits, make_loader
-    from .loop import evaluate
-    from .runner import build_metrics
-    from .transforms import build_transform
+    from zoo.catalog import get_catalog
+    from zoo.engine.data import load_splits, make_loader
+    from zoo.engine.loop import evaluate
+    from zoo.engine.pipeline import build_metrics
+    from zoo.engine.transforms import build_transform
 
     catalog = catalog or get_catalog()
     run = load_run(run_dir, catalog, device)

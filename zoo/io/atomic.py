@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 
 def replace_file(path: str | Path, fill: Callable[[str], None], durable: bool = True) -> Path:

@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomic
-from .errors import (CheckpointError, ConfigError, DataError, MissingDependencyError,
+from zoo.io import atomic
+from zoo.errors import (CheckpointError, ConfigError, DataError, MissingDependencyError,
                      ZooError, did_you_mean)
 
 METHODS = ("gradcam", "integrated-gradients", "occlusion")
@@ -131,7 +131,7 @@ def gradcam_layer(model, provider, image_size: int, model_name: str = "the model
     """
     import torch
 
-    from .backbones import build_layer_groups
+    from zoo.backbones import build_layer_groups
 
     groups = [g for g in build_layer_groups(model, provider) if g.name != "head"]
     modules = dict(model.named_modules())
@@ -279,9 +279,9 @@ class Explainer:
     def __init__(self, run_dir, method: str = "gradcam", catalog=None, device: str = "cpu"):
         import torch
 
-        from .api import get_catalog
-        from .runs import load_run
-        from .transforms import build_transform
+        from zoo.catalog import get_catalog
+        from zoo.runs.reuse import load_run
+        from zoo.engine.transforms import build_transform
 
         check_method(method)
         require_captum()
@@ -358,7 +358,7 @@ def explain(run_dir, images: list, *, method: str = "gradcam", target=None, out=
     Returns ``{"dir", "method", "layer", "images": [Explanation.record()...],
     "grid", "explanations": [Explanation...]}`` (the last is not written to JSON).
     """
-    from .predict import decode_image
+    from zoo.runs.predict import decode_image
 
     if not images:
         raise ConfigError("zoo explain needs at least one IMAGE (or --top-losses N)")
@@ -397,7 +397,7 @@ def top_losses(run_dir, n: int = 16, *, method: str = "gradcam", target=None, ou
     """
     import torch
 
-    from .data import load_splits
+    from zoo.engine.data import load_splits
 
     if n < 1:
         raise ConfigError(f"--top-losses must be at least 1, got {n}")
@@ -462,7 +462,7 @@ def _layer_record(layer: TargetLayer | None):
 
 
 def _safe_stem(stem: str, used: set) -> str:
-    from .rundir import sanitise
+    from zoo.io.runfolder import sanitise
 
     base = sanitise(stem) or "image"
     name, i = base, 1
@@ -490,7 +490,7 @@ def _overlay(ax, e: Explanation) -> None:
 
 
 def plot_single(e: Explanation):
-    from .plots import _figure
+    from zoo.io.plots import _figure
 
     plt = _figure()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
@@ -506,7 +506,7 @@ def plot_single(e: Explanation):
 
 
 def plot_grid(results: list[Explanation], title: str, losses: bool = False):
-    from .plots import _figure
+    from zoo.io.plots import _figure
 
     plt = _figure()
     n = max(1, len(results))
@@ -528,7 +528,7 @@ def plot_grid(results: list[Explanation], title: str, losses: bool = False):
 
 
 def _save_png(path: Path, fig) -> None:
-    from .plots import _figure
+    from zoo.io.plots import _figure
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")

@@ -1,0 +1,1 @@
+"""Analysis tools over models and runs: compare strategies, rank backbones, explain predictions."""
