@@ -12,8 +12,9 @@ affine trains), ``freeze-all`` (statistics fixed, affine frozen).
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -56,6 +57,119 @@ class LossTerm(nn.Module):
         raise NotImplementedError
 
 
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
+              nn.modules.instancenorm._InstanceNorm)
+PHASE_STEPS = ("gradient", "none")
+STREAMS = ("target_unlabeled", "source")
+
+
+@dataclass
+class Selection:
+    """Parameters a phase trains, chosen at parameter granularity (beyond whole groups).
+
+    Declarative, so ``--plan --json`` can show it: ``kinds`` (``"bias"``: every bias;
+    ``"norm"``: the affine parameters of normalisation layers), ``params`` (fnmatch patterns
+    over the :class:`~zoo.backbones.TransferModel`'s parameter names) and ``modules``
+    (module class names, e.g. ``"LayerNorm"``: all their parameters) are OR-ed.  ``where`` is
+    a Python predicate ``(name, parameter) -> bool`` for the API, shown by its ``__name__``.
+    ``weight_decay`` ``None`` means the job's, except 0 for biases and norm parameters.
+    The source classifier never trains, whatever a selection says.
+    """
+
+    name: str
+    kinds: tuple = ()
+    params: tuple = ()
+    modules: tuple = ()
+    where: Callable[[str, Any], bool] | None = None
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+    def matches(self, model: nn.Module) -> list[str]:
+        """The parameter names of ``model`` this selection picks, in model order."""
+        chosen: set[str] = set()
+        norm_owned = _owned_by(model, NORM_TYPES)
+        by_type = _owned_by(model, None, self.modules) if self.modules else set()
+        for pname, param in model.named_parameters():
+            if pname.startswith("backbone.source_classifier."):
+                continue
+            leaf = pname.rsplit(".", 1)[-1]
+            if (("bias" in self.kinds and leaf == "bias")
+                    or ("norm" in self.kinds and pname in norm_owned)
+                    or any(fnmatch.fnmatchcase(pname, pat) for pat in self.params)
+                    or pname in by_type
+                    or (self.where is not None and self.where(pname, param))):
+                chosen.add(pname)
+        return [n for n, _ in model.named_parameters() if n in chosen]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kinds": list(self.kinds), "params": list(self.params),
+                "modules": list(self.modules),
+                "where": getattr(self.where, "__name__", repr(self.where)) if self.where else None,
+                "lr_mult": self.lr_mult, "weight_decay": self.weight_decay}
+
+
+def _owned_by(model: nn.Module, types, names=()) -> set[str]:
+    out = set()
+    for mname, module in model.named_modules():
+        if (types is not None and isinstance(module, types)) or type(module).__name__ in names:
+            out.update(f"{mname}.{p}" if mname else p
+                       for p, _ in module.named_parameters(recurse=False))
+    return out
+
+
+class ModelChange:
+    """A declared change of the model before training (e.g. inject LoRA adapters).
+
+    The loop calls ``apply(model)`` once, before the first phase (and again on ``--resume``,
+    before the checkpoint is loaded), instead of a strategy mutating what it was handed.
+    After training, ``finalize(model, run_dir)`` may write extra files (adapter weights) and
+    return a model that loads with its provider alone (adapters merged), or ``None`` to keep
+    the model as it is.  ``describe()`` is what ``--plan`` shows.
+    """
+
+    name: str = "change"
+
+    def apply(self, model) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+    def finalize(self, model, run_dir):
+        return None
+
+
+@dataclass
+class PhaseContext:
+    """What a phase without gradient steps (``steps="none"``) gets in ``fit(ctx)``.
+
+    ``features(split)`` returns ``(features, labels)`` of a split from the frozen backbone
+    (cached: one backbone pass per split); ``loader(name)`` a DataLoader of ``"train"``,
+    ``"val"`` or an extra stream the phase declared (``"target_unlabeled"``, ``"source"``).
+    """
+
+    model: Any
+    job: Any
+    device: Any
+    classes: list
+    features: Callable[[str], tuple]
+    loader: Callable[[str], Any]
+    log: Callable = print
+
+
+@dataclass
+class AutoCandidate:
+    """How a strategy can be one of ``auto``'s candidates (``Strategy.auto``; None: never).
+
+    ``cost``: ``"free"`` (no gradient steps), ``"cheap"`` (frozen backbone, cached
+    features), ``"partial"`` (part of the backbone trains), ``"full"`` (all of it).
+    """
+
+    cost: str = "full"
+    needs_source_weights: bool = False
+    needs: tuple = ()              # extra data streams the strategy reads
+
+
 @dataclass
 class Phase:
     """One stretch of training with a fixed set of trainable groups and learning rates."""
@@ -66,11 +180,18 @@ class Phase:
     bn: str = "train"
     lr: float | None = None               # base LR for this phase (None: job's train.lr)
     loss_terms: list[LossTerm] = field(default_factory=list)
+    select: list[Selection] = field(default_factory=list)  # parameter-level selections
+    steps: str = "gradient"               # gradient | none (no optimizer steps: fit() runs)
+    fit: Callable[[PhaseContext], None] | None = None  # steps="none": closed-form work
+    streams: tuple = ()                   # extra data streams read: target_unlabeled, source
 
     def trainable_groups(self) -> list[str]:
         return [n for n, s in self.groups.items() if s.trainable]
 
     def backbone_frozen(self) -> bool:
+        """True when no backbone parameter trains (then cached features are exact)."""
+        if self.select:
+            return False  # a selection may pick backbone parameters (biases, adapters)
         return not any(s.trainable for n, s in self.groups.items() if n != "head")
 
 
@@ -79,6 +200,7 @@ class StrategyPlan:
     strategy: str
     phases: list[Phase]
     notes: list[str] = field(default_factory=list)
+    model_changes: list[ModelChange] = field(default_factory=list)
 
     @property
     def epochs(self) -> int:
