@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.zoo-installed
 # in-repo plugin distributions installed like any user's plugin
-PLUGINS := plugins/zoo-efficientnet-lite $(wildcard plugins/zoo-example-*)
+PLUGINS := plugins/zoo-efficientnet-lite plugins/zoo-openclip plugins/zoo-mlflow $(wildcard plugins/zoo-example-*)
 PLUGIN_PYPROJECTS := $(foreach p,$(PLUGINS),$(wildcard $(p)/pyproject.toml))
 
 .PHONY: run test install clean bench

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zoo.tools.compare import compare, split_sets
-from zoo.errors import ConfigError, RunInterrupted
+from zoo.errors import ConfigError, RunInterrupted, UnknownComponentError
 
 TINY = {"weights": "none", "device": "cpu", "metrics": ["accuracy"],
         "train": {"epochs": 1, "batch_size": 32},
@@ -20,13 +20,13 @@ TINY = {"weights": "none", "device": "cpu", "metrics": ["accuracy"],
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """One real comparison: two working strategies, two failing ones, two seeds."""
+    """One real comparison: two working strategies, one failing at its plan, two seeds."""
     import zoo.api
 
     zoo.catalog._CATALOG = None
     out = tmp_path_factory.mktemp("cmp")
     messages: list[str] = []
-    result = compare("timm:test_resnet", ["linear-probe", "finetune", "joint", "nosuch"],
+    result = compare("timm:test_resnet", ["linear-probe", "finetune", "joint"],
                      seeds=2, flags=TINY, out=str(out), name="cmp", log=messages.append)
     zoo.catalog._CATALOG = None
     return result, out / "cmp", messages
@@ -45,9 +45,9 @@ def test_writes_its_files_and_one_run_folder_per_strategy_and_seed(real):
         for seed in (0, 1):
             run_dir = folder / f"{strategy}-seed{seed}"
             assert (run_dir / "summary.json").is_file() and (run_dir / "metrics.jsonl").is_file()
-    assert result["seeds"] == [0, 1] and len(result["runs"]) == 8
+    assert result["seeds"] == [0, 1] and len(result["runs"]) == 6
     assert result["splits_identical"] is True
-    assert len(messages) == 8 and messages[0].startswith("[1/8] linear-probe seed 0")
+    assert len(messages) == 6 and messages[0].startswith("[1/6] linear-probe seed 0")
 
 
 def test_failing_strategies_are_recorded_and_the_rest_finish(real):
@@ -57,11 +57,18 @@ def test_failing_strategies_are_recorded_and_the_rest_finish(real):
         assert rows[("linear-probe", seed)]["status"] == "completed"
         assert rows[("finetune", seed)]["status"] == "completed"
         assert "--source-data" in rows[("joint", seed)]["error"]
-        assert "unknown strategy 'nosuch'" in rows[("nosuch", seed)]["error"]
     board = {e["strategy"]: e for e in result["leaderboard"]}
     assert board["joint"]["runs"] == 0 and board["joint"]["failed"] == 2
     assert board["joint"]["rank"] is None and "--source-data" in board["joint"]["error"]
-    assert "failed: joint, nosuch" in result["verdict"]
+    assert "failed: joint" in result["verdict"]
+
+
+def test_an_unknown_strategy_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    calls = _fake_runner(monkeypatch, {"linear-probe": {0: 0.5}}, check=True)
+    with pytest.raises(UnknownComponentError, match="nosuch"):
+        compare("timm:test_resnet", ["linear-probe", "nosuch"], flags=TINY, out=str(tmp_path),
+                name="x")
+    assert calls == [] and not (tmp_path / "x").exists()
 
 
 def test_leaderboard_is_mean_and_std_over_seeds(real):
@@ -92,9 +99,15 @@ def test_leaderboard_is_mean_and_std_over_seeds(real):
 
 
 # -- without real training: a fake runner ------------------------------------------------------
-def _fake_runner(monkeypatch, accuracy, fail=(), interrupt_at=None, crash=()):
-    """Replace zoo.engine.pipeline.run: summaries with ``accuracy[strategy][seed]``; no training."""
+def _fake_runner(monkeypatch, accuracy, fail=(), interrupt_at=None, crash=(), check=False):
+    """Replace zoo.engine.pipeline.run: summaries with ``accuracy[strategy][seed]``; no training.
+    The fake strategies are not in the catalog: their up-front name check is skipped unless
+    ``check``."""
     import zoo.engine.pipeline
+    import zoo.tools.compare
+
+    if not check:
+        monkeypatch.setattr(zoo.tools.compare, "check_strategies", lambda *a, **k: None)
 
     calls = []
 

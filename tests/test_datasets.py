@@ -22,7 +22,7 @@ import zoo_datasets
 from zoo.errors import DataError, MissingDependencyError
 from zoo.jobspec import DataSpec
 from zoo_datasets import memo
-from zoo_datasets.splits import few_shot, stratified_split
+from zoo.engine.splits import few_shot, stratified_split
 
 SPLITS = ("train", "val", "test")
 

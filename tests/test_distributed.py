@@ -194,7 +194,7 @@ def test_interrupted_distributed_run_resumes_on_every_rank(tmp_path):
     assert first.returncode != 0
     run_dir = out / "gu"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
-    assert (run_dir / "checkpoint" / "last.json").is_file()
+    assert (run_dir / "checkpoint" / "last.safetensors").is_file()
     assert "resume with `zoo run --resume" in first.stderr
 
     again = subprocess.run([sys.executable, "-m", "zoo", "run", "--resume", str(run_dir),

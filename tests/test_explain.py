@@ -1,7 +1,7 @@
 """``zoo explain``: maps of the image's size, finite, and on the place that decides the class.
 
 The model is trained here, honestly: timm's ``test_resnet`` from random init learns
-"bright square somewhere" vs "plain noise" (64×64, 40 images per class, 8 epochs).  The
+"bright square somewhere" vs "plain noise" (64×64, 40 images per class, 12 epochs).  The
 only difference between the classes is the square, so a faithful attribution for "bright"
 must sit on it.
 """
@@ -54,7 +54,7 @@ def bright_run(tmp_path_factory):
         data = make_bright_task(root / "data")
         job = load_job(flags={
             "model": "timm:test_resnet", "weights": "none", "strategy": {"name": "finetune"},
-            "train": {"epochs": 8, "lr": 0.03, "batch_size": 16},
+            "train": {"epochs": 12, "lr": 0.03, "batch_size": 16},
             "data": {"name": "folder", "path": str(data), "augment": "none", "image_size": SIZE},
             "out": str(root), "name": "bright", "device": "cpu"})
         summary = run(job)

@@ -131,6 +131,7 @@ HOOK_TESTS = {
     "register_strategies": "test_strategies_core.py",
     "register_metrics": "test_run_e2e.py",
     "register_datasets": "test_run_e2e.py",
+    "register_loggers": "test_component_defaults.py",
     "resolve_weights": "test_hooks.py",
     "register_commands": "test_hooks.py",
     "on_epoch_end": "test_hooks.py",

@@ -48,8 +48,9 @@ def test_signal_mid_epoch_then_resume_matches(tmp_path, reference, sig, code):
     assert "resume" in proc.stderr and "Traceback" not in proc.stderr
     run_dir = tmp_path / "r"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
-    ckpt = json.loads((run_dir / "checkpoint" / "last.json").read_text())
-    assert ckpt["epoch"] == 1  # epoch 2's partial work was dropped
+    from zoo.engine.checkpoint import read_info
+
+    assert read_info(run_dir)["epoch"] == 1  # epoch 2's partial work was dropped
     proc = zoo("run", "--resume", str(run_dir), "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     resumed = json.loads(proc.stdout)
@@ -62,8 +63,9 @@ def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path, reference):
     proc = zoo(*run_args(tmp_path, "k"), env={"ZOO_FAULT": "kill_during_write:last.safetensors:2"})
     assert proc.returncode == -9
     run_dir = tmp_path / "k"
-    ckpt = json.loads((run_dir / "checkpoint" / "last.json").read_text())
-    assert ckpt["epoch"] == 1
+    from zoo.engine.checkpoint import read_info
+
+    assert read_info(run_dir)["epoch"] == 1
     from zoo.engine.checkpoint import load_checkpoint
 
     model_state, state, _ = load_checkpoint(run_dir)  # valid, loadable
@@ -77,7 +79,9 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
     proc = zoo(*run_args(tmp_path, "n"), env={"ZOO_FAULT": "nan_at:2:1"})
     assert one_line_error(proc), proc.stderr
     assert "epoch 2, step 1" in proc.stderr and "--lr" in proc.stderr
-    assert json.loads((tmp_path / "n" / "checkpoint" / "last.json").read_text())["epoch"] == 1
+    from zoo.engine.checkpoint import read_info
+
+    assert read_info(tmp_path / "n")["epoch"] == 1
     assert json.loads((tmp_path / "n" / "summary.json").read_text())["status"] == "failed"
 
 

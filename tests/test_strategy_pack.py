@@ -40,6 +40,23 @@ def resnet(num_classes: int = 3, source: bool = True):
     return model, build_layer_groups(model, get_catalog().provider("timm"))
 
 
+def model_for(name: str):
+    """:func:`resnet` with what a strategy needs: the head it fits (``ncm``, ``knn``), a
+    (stand-in) text tower (``zero-shot``, ``wise-ft``; the real one: plugins/zoo-openclip's tests)."""
+    model, groups = resnet()
+    if name in ("ncm", "knn"):
+        import zoo_heads
+        from zoo.api import get_catalog
+        from zoo.backbones import build_layer_groups
+
+        model.head = getattr(zoo_heads, f"{name}_head")(model.backbone.feature_dim, 3)
+        groups = build_layer_groups(model, get_catalog().provider("timm"))
+    if name in ("zero-shot", "wise-ft"):
+        dim = model.backbone.feature_dim
+        model.backbone.encode_text = lambda texts: torch.randn(len(texts), dim)
+    return model, groups
+
+
 def job_for(name: str, epochs: int = 2, bn=None, **params):
     return tiny_job(strategy={"name": name, "params": params, "bn": bn},
                     train={"epochs": epochs})
@@ -70,7 +87,7 @@ def trainable(phase) -> list[str]:
 def test_contract_frozen_bitwise_and_bn(name):
     """check_strategy: per phase, frozen params and fixed BN statistics bitwise unchanged."""
     strategy = CLASSES[name]()
-    model, groups = resnet()
+    model, groups = model_for(name)
     if name == "joint":
         strategy.prepare(source_data=tiny_bundle(4))
         job = dataclasses.replace(job_for(name), source_data=tiny_job().data)
@@ -85,7 +102,7 @@ def test_contract_frozen_bitwise_and_bn(name):
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in ("joint", "auto")])
 def test_bn_policy_is_honoured_by_every_strategy(name):
-    model, groups = resnet()
+    model, groups = model_for(name)
     for bn in ("train", "freeze-stats", "freeze-all"):
         plan = CLASSES[name]().plan(model, groups, job_for(name, epochs=3, bn=bn))
         for phase in plan.phases:
@@ -341,8 +358,9 @@ def _plan_args(name):
     return args
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_plan_output_for_every_strategy(capsys, monkeypatch, name):
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("zero-shot", "wise-ft")])
+def test_plan_output_for_every_strategy(capsys, monkeypatch, name):  # those two need a text
+    # tower: plugins/zoo-openclip/tests run their --plan
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width
     code, out, err = _cli(capsys, *_plan_args(name), "--json")
     assert code == 0, err
@@ -359,7 +377,8 @@ def test_plan_output_for_every_strategy(capsys, monkeypatch, name):
             assert g["name"] in text
     for note in plan["notes"]:
         assert note.split()[0] in text
-    expected_terms = {"l2-sp": ["l2-sp"], "lwf": ["lwf"], "joint": ["joint-source"]}
+    expected_terms = {"l2-sp": ["l2-sp"], "lwf": ["lwf"], "joint": ["joint-source"],
+                      "dann": ["dann"], "mcc": ["mcc"]}
     assert [t for p in plan["phases"] for t in p["loss_terms"]] == expected_terms.get(name, [])
     if name == "auto":
         assert "auto chose 'finetune'" in text
@@ -387,14 +406,17 @@ def test_auto_with_source_weights_runs_trials_explains_and_leaves_model_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     auto = CLASSES["auto"]()
     auto.prepare(bundle=tiny_bundle(), device=torch.device("cpu"))
-    plan = auto.plan(model, groups, job_for("auto", epochs=3))
+    plan = auto.plan(model, groups, job_for("auto", epochs=3,
+                                            candidates="linear-probe,finetune,lp-ft"))
     assert {t.strategy for t in auto.last_trials} == {"linear-probe", "finetune", "lp-ft"}
     chosen = plan.notes[0].split("'")[1]
     assert chosen in ("linear-probe", "finetune", "lp-ft")
-    assert any(n.startswith("trials (") for n in plan.notes)
+    assert any(n.startswith("trials: successive halving") for n in plan.notes)
     assert any(n.startswith("data: 3 classes") for n in plan.notes)
-    best = max(t.accuracy for t in auto.last_trials)
-    assert next(t for t in auto.last_trials if t.strategy == chosen).accuracy >= best - 0.2
+    finals = [max(c.scores.values()) for c in auto.last_trials if len(c.scores) == 3]
+    best = max(f[0] for f in finals)
+    winner = next(c for c in auto.last_trials if c.strategy == chosen and len(c.scores) == 3)
+    assert winner.scores[2][0] >= best - 1 / 9 - 1e-9  # within one of the 9 val images
     expected = {"linear-probe": ["probe"], "finetune": ["finetune"],
                 "lp-ft": ["probe", "finetune"]}[chosen]
     assert [p.name for p in plan.phases] == expected
@@ -404,7 +426,7 @@ def test_auto_with_source_weights_runs_trials_explains_and_leaves_model_alone():
 
 
 def test_auto_choice_rule_and_fallbacks():
-    from zoo_strategies.auto import TrialResult, choose
+    from zoo_strategies.auto_halving import TrialResult, choose
 
     clear = [TrialResult("linear-probe", 0.80, 0.5, 1, ""), TrialResult("lp-ft", 0.90, 0.6, 1, ""),
              TrialResult("finetune", 0.70, 0.4, 1, "")]
@@ -419,7 +441,7 @@ def test_auto_choice_rule_and_fallbacks():
     assert plan.notes[0].startswith("auto chose 'lp-ft': no val split")
     with pytest.raises(ConfigError, match="candidate 'bogus'"):
         auto.plan(model, groups, job_for("auto", candidates="finetune,bogus"))
-    only = auto.plan(model, groups, job_for("auto", candidates="linear-probe"))
+    only = auto.plan(model, groups, job_for("auto", candidates="linear-probe", lr_factor=1))
     assert [p.name for p in only.phases] == ["probe"] and only.phases[0].lr == 0.01
 
 
@@ -429,7 +451,8 @@ def test_auto_linear_probe_choice_trains_on_unaugmented_images():
     bundle.val.transform = val_transform = (lambda img: img.float() / 255.0)
     auto = CLASSES["auto"]()
     auto.prepare(bundle=bundle)
-    job = tiny_job(strategy={"name": "auto", "params": {"candidates": "linear-probe"}},
+    job = tiny_job(strategy={"name": "auto", "params": {"candidates": "linear-probe",
+                                                        "lr_factor": 1}},
                    data={"augment": "light"})
     plan = auto.plan(model, groups, job)
     assert bundle.train.transform is val_transform

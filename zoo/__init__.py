@@ -5,6 +5,8 @@ never imports torch.
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -16,6 +18,8 @@ _API = {
     "run": "zoo.api",
     "plan": "zoo.api",
     "get_catalog": "zoo.api",
+    "measure_shift": "zoo.api",     # zoo shift: domain gap (docs/domain.md)
+    "lr_find": "zoo.api",           # zoo lr-find: the LR range test
     "JobSpec": "zoo.jobspec",
     "StrategyPlan": "zoo.strategy",
     "Phase": "zoo.strategy",
@@ -34,7 +38,6 @@ def __getattr__(name: str):
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    import importlib
 
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

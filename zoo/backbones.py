@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from zoo.errors import WeightsError
+
 
 @dataclass
 class PretrainedConfig:
@@ -84,7 +86,6 @@ class Backbone(nn.Module):
 
     def source_logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.source_classifier is None:
-            from zoo.errors import WeightsError
             raise WeightsError(f"{self.provider}:{self.name} has no source classifier")
         return self.source_classifier(features)
 

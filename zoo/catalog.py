@@ -8,15 +8,24 @@ only when asked (:meth:`Catalog.list_models`).
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from pathlib import Path
 import re
+import sys
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zoo.errors import (AmbiguousNameError, DuplicateComponentError, UnknownComponentError,
-                     did_you_mean)
-from zoo.plugins import ZooPluginManager, load_plugin_manager
+from zoo.errors import (AmbiguousNameError, DuplicateComponentError, PluginError,
+                        UnknownComponentError, did_you_mean)
+from zoo.jobspec import job_from_tree
+from zoo.modelcache import cached_model_list
+from zoo.plugins import ZooPluginManager, load_plugin_manager, strict_plugins
+from zoo.registry import load_registry
+
+if TYPE_CHECKING:  # annotations only: zoo.backbones imports torch
+    from zoo.backbones import BackboneProvider
+    from zoo.registry import Registry
 
 KINDS = {
     "providers": "register_backbone_providers",
@@ -24,9 +33,14 @@ KINDS = {
     "strategies": "register_strategies",
     "metrics": "register_metrics",
     "datasets": "register_datasets",
+    "loggers": "register_loggers",
 }
 SINGULAR = {"providers": "provider", "heads": "head", "strategies": "strategy",
-            "metrics": "metric", "datasets": "dataset"}
+            "metrics": "metric", "datasets": "dataset", "loggers": "logger"}
+#: which job key names the chosen component of each single-choice kind (``metrics`` and
+#: ``loggers`` are lists; providers are chosen through ``model``)
+JOB_KEY = {"heads": ("head", "name"), "strategies": ("strategy", "name"),
+           "datasets": ("data", "name")}
 
 
 @dataclass
@@ -57,16 +71,15 @@ class ModelRef:
         return self.full
 
 
-def natural_key(name: str):
+def natural_key(name: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 class Catalog:
     """Components by kind, collected from a :class:`ZooPluginManager`."""
 
-    def __init__(self, pm: ZooPluginManager | None = None, registry=None):
-        from zoo.registry import load_registry
-
+    def __init__(self, pm: ZooPluginManager | None = None,
+                 registry: Registry | None = None) -> None:
         self.pm = pm if pm is not None else load_plugin_manager()
         self.registry = registry if registry is not None else load_registry()
         self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
@@ -80,15 +93,20 @@ class Catalog:
             plugin = impl.plugin_name
             added: list[Component] = []
 
-            def register(name, obj, description="", _plugin=plugin, _added=added, **options):
+            def register(name: str, obj: Any, description: str = "", _plugin: str = plugin,
+                         _added: list[Component] = added, **options: Any) -> None:
                 if not isinstance(name, str) or not name:
                     raise TypeError(f"{SINGULAR[kind]} name must be a non-empty string")
+                if options.get("job_defaults") is not None:
+                    _check_job_defaults(kind, name, options["job_defaults"])
                 _added.append(Component(kind, name, obj, _plugin, description, options))
 
             try:
-                self.pm.call_impl(impl, register=register)
-            except Exception as exc:
+                with contextlib.redirect_stdout(sys.stderr):  # keep `--json` stdout clean
+                    self.pm.call_impl(impl, register=register)
+            except (Exception, SystemExit) as exc:
                 self.pm.fail_plugin(plugin, f"{hook} raised {type(exc).__name__}: {exc}")
+                self._drop_plugin(plugin)  # never half a plugin: its earlier kinds go too
                 continue
             for comp in added:
                 table = self.components[kind]
@@ -99,7 +117,6 @@ class Catalog:
                     record = self.pm.records.get(plugin)
                     if record is not None:
                         record.error = message
-                    from zoo.plugins import strict_plugins
                     if strict_plugins():
                         raise DuplicateComponentError(message)
                     self.duplicates.append(message)
@@ -108,6 +125,15 @@ class Catalog:
                 record = self.pm.records.get(plugin)
                 if record is not None:
                     record.components.setdefault(kind, []).append(comp.name)
+
+    def _drop_plugin(self, plugin: str) -> None:
+        """Remove every component ``plugin`` registered (its registration failed)."""
+        for table in self.components.values():
+            for name in [n for n, c in table.items() if c.plugin == plugin]:
+                del table[name]
+        record = self.pm.records.get(plugin)
+        if record is not None:
+            record.components = {}
 
     @property
     def duplicates(self) -> list[str]:
@@ -135,6 +161,56 @@ class Catalog:
         raise UnknownComponentError(f"unknown {what} '{name}'{hint}" +
                                     ("" if hint else f" (available: {available})"))
 
+    # -- what plugins declare (default=True, job_defaults=..., serves_paths=True ...) -------
+    def declared(self, kind: str, option: str) -> list[Component]:
+        """The components of ``kind`` that registered ``option`` truthy, in plugin load
+        order (built-ins first, then third-party plugins in entry-point order)."""
+        return [c for c in self.components[kind].values() if c.options.get(option)]
+
+    def default_name(self, kind: str) -> str | None:
+        """The default component of a single-choice kind (``register(..., default=True)``).
+
+        Several claimants: the first in plugin load order wins (built-ins load first), so
+        a third-party plugin cannot silently replace a built-in default; the user picks
+        another one with ``registry.yaml``'s ``defaults:`` or the job itself.
+        """
+        claimed = self.declared(kind, "default")
+        return claimed[0].name if claimed else None
+
+    def default_metrics(self) -> list[str]:
+        """The metrics a job computes when it names none: every metric registered with
+        ``default=True`` by the first plugin (load order) that declares any."""
+        claimed = self.declared("metrics", "default")
+        if not claimed:
+            return []
+        return [c.name for c in claimed if c.plugin == claimed[0].plugin]
+
+    def always_metrics(self) -> list[str]:
+        """Metrics computed on the test split of every run (``always=True``)."""
+        return [c.name for c in self.declared("metrics", "always")]
+
+    def default_model(self) -> str | None:
+        """``provider:arch`` of the first provider in :meth:`provider_order` that declares a
+        ``default_model``; ``None`` when none does."""
+        for name in self.provider_order():
+            arch = self.components["providers"][name].options.get("default_model")
+            if arch:
+                return f"{name}:{arch}"
+        return None
+
+    def path_dataset(self) -> str | None:
+        """The dataset that serves plain paths (``register(..., serves_paths=True)``); the
+        first in plugin load order when several do."""
+        claimed = self.declared("datasets", "serves_paths")
+        return claimed[0].name if claimed else None
+
+    def job_defaults(self, kind: str, name: str | None) -> dict:
+        """The job-tree fragment ``register(..., job_defaults=...)`` gave component
+        ``name`` of ``kind`` (``{}`` when unknown or none)."""
+        if not name or not self.has(kind, name):
+            return {}
+        return dict(self.get(kind, name).options.get("job_defaults") or {})
+
     def has(self, kind: str, name: str) -> bool:
         try:
             self.get(kind, name)
@@ -147,7 +223,7 @@ class Catalog:
         ordered = [p for p in self.registry.providers if p in installed]
         return ordered + sorted(p for p in installed if p not in ordered)
 
-    def provider(self, name: str):
+    def provider(self, name: str) -> BackboneProvider:
         return self.get("providers", name).obj
 
     def list_models(self, pattern: str | None = None, pretrained: bool = False,
@@ -176,8 +252,6 @@ class Catalog:
         """
         key = (provider, pretrained)
         if key not in self._model_lists:
-            from zoo.modelcache import cached_model_list
-
             try:
                 self._model_lists[key] = cached_model_list(self, provider, pretrained)
             except Exception as exc:  # a broken provider must not break listing
@@ -186,11 +260,6 @@ class Catalog:
         return self._model_lists[key]
 
     def _provider_failed(self, provider: str, exc: Exception) -> None:
-        import sys
-
-        from zoo.errors import PluginError
-        from zoo.plugins import strict_plugins
-
         plugin = self.components["providers"][provider].plugin
         detail = " ".join(str(exc).split())[:300]
         message = (f"provider '{provider}' (plugin '{plugin}') could not list its models: "
@@ -216,8 +285,6 @@ class Catalog:
         """An explicitly named provider whose listing failed: say so instead of 'unknown'."""
         self._models_of(provider, False)
         if provider in self.provider_errors:
-            from zoo.errors import PluginError
-
             raise PluginError(self.provider_errors[provider])
 
     def resolve_model(self, name: str) -> ModelRef:
@@ -245,22 +312,42 @@ class Catalog:
         return ModelRef(found[0], arch, tag or None)
 
     def resolve_dataset_arg(self, value: str) -> dict:
-        """``--data X``: a registered dataset name, else a folder path (``./X`` forces a path)."""
-        if value.startswith(("./", "/", "../", "~")):
-            return {"name": "folder", "path": value}
-        if self.has("datasets", value):
+        """``--data X``: a registered dataset name, else a path (``./X`` forces a path),
+        served by the dataset that declared ``serves_paths=True``."""
+        if not value.startswith(("./", "/", "../", "~")) and self.has("datasets", value):
             return {"name": value, "path": None}
-        return {"name": "folder", "path": value}
+        name = self.path_dataset()
+        if name is None:
+            raise UnknownComponentError(
+                f"'{value}' is not a registered dataset and no installed dataset serves paths "
+                f"(available: {', '.join(self.names('datasets')) or 'none installed'})")
+        return {"name": name, "path": value}
+
+
+def _check_job_defaults(kind: str, name: str, tree: Any) -> None:
+    """A component's ``job_defaults`` must be a valid job-tree fragment (keys checked now,
+    so a plugin's typo fails its registration, not someone's run)."""
+    if not isinstance(tree, dict):
+        raise TypeError(f"{SINGULAR[kind]} '{name}': job_defaults must be a mapping "
+                        f"(a job-tree fragment such as {{'train': {{'lr': 0.01}}}})")
+    job_from_tree(tree, source=f"{SINGULAR[kind]} '{name}' job_defaults")
+    # the components are chosen before their defaults apply, so a default cannot re-choose
+    # them; the one exception: a strategy may choose the head it fits (ncm, knn)
+    sections = ("data", "strategy", "source_data") + (() if kind == "strategies" else ("head",))
+    chosen = ["model"] * ("model" in tree) + [
+        f"{section}.name" for section in sections
+        if isinstance(tree.get(section), dict) and "name" in tree[section]]
+    if chosen:
+        raise TypeError(f"{SINGULAR[kind]} '{name}': job_defaults may not choose components "
+                        f"({', '.join(chosen)}); use default=True or registry.yaml's defaults:")
 
 
 _CATALOG = None
 
 
-def get_catalog(refresh: bool = False, registry: str | Path | None = None):
+def get_catalog(refresh: bool = False, registry: str | Path | None = None) -> Catalog:
     """The process-wide :class:`zoo.catalog.Catalog` (plugins loaded once)."""
     global _CATALOG
     if _CATALOG is None or refresh or registry is not None:
-        from zoo.registry import load_registry
-
         _CATALOG = Catalog(registry=load_registry(registry))
     return _CATALOG

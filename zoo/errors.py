@@ -15,6 +15,15 @@ class ZooError(Exception):
 
     exit_code = 2
 
+    def __init__(self, *args):
+        # A DataLoader worker re-raises our error as ``type(msg)`` with msg "Caught DataError
+        # in DataLoader worker process 0.\nOriginal Traceback ...": keep the original line
+        # (it names the file) rather than torch's header.
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") \
+                and "\nOriginal Traceback" in args[0]:
+            args = (_worker_message(args[0]),)
+        super().__init__(*args)
+
 
 class ConfigError(ZooError):
     """A job spec, registry file or ``--set`` value is malformed or names an unknown key."""
@@ -62,6 +71,21 @@ class RunInterrupted(ZooError):
 
 class MissingDependencyError(ZooError):
     """An optional dependency (an extra) is needed for what was asked."""
+
+
+class MethodNotApplicable(ZooError):
+    """An attribution method that does not apply to this model (e.g. Grad-CAM on a model
+    whose features are tokens, not spatial feature maps)."""
+
+
+def _worker_message(text: str) -> str:
+    """The original one-line message at the end of a DataLoader worker's traceback text."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    head, sep, rest = last.partition(": ")
+    if sep and "." in head and " " not in head:  # "zoo.errors.DataError: cannot decode ..."
+        last = rest
+    return f"{last} (in a DataLoader worker)"
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

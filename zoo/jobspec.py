@@ -1,8 +1,14 @@
 """The job spec: one validated tree that says everything a run does.
 
-Built from layers, later ones winning (see :func:`build_job`)::
+Built from layers, later ones winning (see :func:`zoo.layering.build_job`)::
 
-    registry defaults ← strategy defaults ← dataset defaults ← preset ← --config ← flags ← --set
+    built-in defaults ← component defaults ← registry defaults ← registry per-component
+    ← preset ← --config ← flags ← --set
+
+Component names left ``None`` (``model``, ``data.name``, ``head.name``, ``strategy.name``,
+``metrics``, ``monitor.metric``) mean "the catalog's default": the plugins declare them
+(``register(..., default=True)``) and :func:`zoo.layering.build_job` fills them in, so
+this module names no built-in component.
 
 Every key is a dataclass field below; ``docs/jobs.md`` documents them.  Unknown keys are
 errors with a "did you mean", wrong types are errors that name the key and the line.
@@ -10,11 +16,13 @@ errors with a "did you mean", wrong types are errors that name the key and the l
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from zoo.errors import ConfigError, did_you_mean
 from zoo.io.yamlio import deep_merge, dump_yaml, load_yaml, set_path  # noqa: F401 (public here too)
@@ -22,7 +30,7 @@ from zoo.io.yamlio import deep_merge, dump_yaml, load_yaml, set_path  # noqa: F4
 
 @dataclass
 class DataSpec:
-    name: str = "demo"                 # a registered dataset ("demo", "folder", "digits", ...)
+    name: str | None = None            # a registered dataset; null: the catalog's default
     path: str | None = None            # folder datasets: the ImageFolder root
     root: str | None = None            # downloadable datasets: where files are (or go)
     image_size: int | None = None      # null: the backbone's pretrained input size
@@ -37,13 +45,15 @@ class DataSpec:
 
 @dataclass
 class HeadSpec:
-    name: str = "linear"
+    name: str | None = None            # null: the catalog's default head
     params: dict = field(default_factory=dict)
+    init: str = "random"               # random | text (class-name prompts: zoo.engine.text_head)
+    templates: str | None = None       # head.init=text: imagenet80 (null), simple, or a file
 
 
 @dataclass
 class StrategySpec:
-    name: str = "finetune"
+    name: str | None = None            # null: the catalog's default strategy
     bn: str | None = None              # train | freeze-stats | freeze-all; null: strategy's
     params: dict = field(default_factory=dict)
 
@@ -52,7 +62,7 @@ class StrategySpec:
 class TrainSpec:
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float | str = 3e-3            # a number, or auto: the LR range test's suggestion
     optimizer: str = "adamw"           # adamw | adam | sgd
     momentum: float = 0.9              # sgd only
     weight_decay: float = 0.05
@@ -61,7 +71,7 @@ class TrainSpec:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     early_stop_patience: int | None = None
-    class_weights: list | str | None = None  # null | balanced | [w0, w1, ...]
+    class_weights: list[float] | str | None = None  # null | balanced | [w0, w1, ...]
     precision: str = "fp32"            # fp32 | bf16 | fp16 (fp16: CUDA only)
     channels_last: bool = False
     compile: bool = False
@@ -73,22 +83,23 @@ class TrainSpec:
 
 @dataclass
 class MonitorSpec:
-    metric: str = "accuracy"
+    metric: str | None = None          # null: the first of the catalog's default metrics
     mode: str = "max"                  # max | min
 
 
 @dataclass
 class JobSpec:
-    model: str = "resnet18"            # [provider:]arch[.tag]
+    model: str | None = None           # [provider:]arch[.tag]; null: a provider's default
     weights: str = "auto"              # auto | pretrained | none | PATH | TAG
     data: DataSpec = field(default_factory=DataSpec)
     source_data: DataSpec | None = None  # the joint strategy's source task
+    target_data: DataSpec | None = None  # unlabeled target images (UDA); null: data's train
     head: HeadSpec = field(default_factory=HeadSpec)
     strategy: StrategySpec = field(default_factory=StrategySpec)
     train: TrainSpec = field(default_factory=TrainSpec)
-    metrics: list = field(default_factory=lambda: ["accuracy", "top5", "f1"])
+    metrics: list[str] | None = None   # null: the catalog's default metrics
     monitor: MonitorSpec = field(default_factory=MonitorSpec)
-    loggers: list = field(default_factory=list)
+    loggers: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
     out: str = "runs"
@@ -104,6 +115,7 @@ class JobSpec:
 CHOICES = {
     ("data", "augment"): ("none", "light", "strong"),
     ("strategy", "bn"): (None, "train", "freeze-stats", "freeze-all"),
+    ("head", "init"): ("random", "text"),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),
     ("train", "scheduler"): ("cosine", "constant"),
     ("train", "precision"): ("fp32", "bf16", "fp16"),
@@ -111,6 +123,33 @@ CHOICES = {
     ("train", "feature_cache"): ("auto", "off"),
     ("monitor", "mode"): ("max", "min"),
 }
+
+# Inclusive ranges of every bounded number: a value outside is an error before any work, so
+# `epochs: 1e29` or `seed: -5` never reach torch (which overflows or loops for ever).
+RANGES = {
+    ("train", "epochs"): (1, 100_000),
+    ("train", "batch_size"): (1, 1_000_000),
+    ("train", "warmup_epochs"): (0, 100_000),
+    ("train", "cache_budget_mb"): (0, 10_000_000),
+    ("train", "early_stop_patience"): (1, 100_000),
+    ("train", "momentum"): (0.0, 0.999999),
+    ("train", "weight_decay"): (0.0, 100.0),
+    ("train", "lr"): (1e-12, 1e3),
+    ("train", "grad_clip"): (1e-12, 1e12),
+    ("data", "image_size"): (8, 4096),
+    ("data", "max_per_class"): (1, 1_000_000_000),
+    ("data", "num_workers"): (0, 256),
+    ("source_data", "image_size"): (8, 4096),
+    ("source_data", "max_per_class"): (1, 1_000_000_000),
+    ("source_data", "num_workers"): (0, 256),
+    ("target_data", "image_size"): (8, 4096),
+    ("target_data", "max_per_class"): (1, 1_000_000_000),
+    ("target_data", "num_workers"): (0, 256),
+    ("seed",): (0, 2**32 - 1),
+}
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?|mps")
+MAX_INT = 2**63 - 1      # no integer field may exceed what C code downstream can hold
+MAX_LIST = 10_000        # longest list field (class weights, metric names)
 
 
 @dataclass
@@ -137,7 +176,7 @@ def _where(path: tuple, lines: dict, source: str) -> str:
     return f"{source}, line {line}" if line else source
 
 
-def _build(cls, tree: dict, path: tuple, lines: dict, source: str):
+def _build(cls: type, tree: dict, path: tuple, lines: dict, source: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -151,7 +190,7 @@ def _build(cls, tree: dict, path: tuple, lines: dict, source: str):
     return cls(**kwargs)
 
 
-def _coerce(tp, value, path, lines, source):
+def _coerce(tp: Any, value: Any, path: tuple, lines: dict, source: str) -> Any:
     dotted = ".".join(map(str, path))
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -183,38 +222,71 @@ def _coerce(tp, value, path, lines, source):
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad
-        try:
-            number = float(value)
-        except ValueError:
-            raise bad from None
-        if number != int(number):
-            raise bad
-        return int(number)
+        if isinstance(value, str):
+            try:
+                value = int(value.strip()) if re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) \
+                    else float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, float):
+            # .inf, .nan and 1e29 are floats: only finite whole numbers are integers
+            if not math.isfinite(value) or value != int(value):
+                raise bad
+            value = int(value)
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"'{dotted}' is {value:.3g}, far too large "
+                              f"({_where(path, lines, source)})")
+        return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad
         try:
-            return float(value)
-        except ValueError:
+            number = float(value)
+        except (ValueError, OverflowError):
             raise bad from None
+        if not math.isfinite(number):
+            raise ConfigError(f"'{dotted}' must be a finite number, got {value!r} "
+                              f"({_where(path, lines, source)})")
+        return number
     if kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise bad
     if kind is list:
         if isinstance(value, str):  # "a,b" from the command line
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad
+        if len(value) > MAX_LIST:
+            raise ConfigError(f"'{dotted}' has {len(value)} entries; at most {MAX_LIST} "
+                              f"({_where(path, lines, source)})")
+        (item,) = typing.get_args(tp) or (None,)
+        if item is None:
             return value
-        raise bad
+        out = []
+        for i, v in enumerate(value):
+            if item is str and not isinstance(v, str):  # names: never coerce 123 or {a: 1}
+                raise ConfigError(f"'{dotted}' must be a list of names, but entry {i + 1} is "
+                                  f"{v!r} ({_where(path, lines, source)})")
+            try:
+                out.append(_coerce(item, v, path, lines, source))
+            except ConfigError:
+                plural = {float: "numbers", int: "integers"}.get(item, "values")
+                raise ConfigError(f"'{dotted}' must be a list of {plural}, but entry {i + 1} "
+                                  f"is {v!r} ({_where(path, lines, source)})") from None
+        return out
     if kind is dict:
-        if isinstance(value, dict):
-            return value
-        raise bad
+        if not isinstance(value, dict):
+            raise bad
+        for key in value:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError(f"'{dotted}' has the key {key!r}; keys of '{dotted}' are "
+                                  f"parameter names ({_where(path, lines, source)})")
+        return value
     return value
 
 
-def _type_name(kind) -> str:
+def _type_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             list: "a list", dict: "a mapping"}.get(kind, getattr(kind, "__name__", str(kind)))
 
@@ -229,10 +301,18 @@ def _check_values(job: JobSpec) -> None:
             raise ConfigError(f"'{section}.{key}' is {value!r}; choose one of {shown}"
                               f"{did_you_mean(str(value), [a for a in allowed if a])}")
     t = job.train
+    cw = t.class_weights
+    if isinstance(cw, str) and cw != "balanced":
+        raise ConfigError(f"'train.class_weights' is {cw!r}; use balanced, null or a list of "
+                          "numbers, one per class" + did_you_mean(cw, ["balanced"]))
+    if isinstance(cw, list) and (not cw or any(w < 0 for w in cw) or not any(cw)):
+        raise ConfigError("'train.class_weights' must be non-negative numbers, one per class, "
+                          f"not all zero; got {cw!r}")
     checks = [
         (t.epochs >= 1, f"'train.epochs' must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"'train.batch_size' must be at least 1, got {t.batch_size}"),
-        (t.lr > 0, f"'train.lr' must be positive, got {t.lr}"),
+        (t.lr == "auto" or (not isinstance(t.lr, str) and t.lr > 0),
+         f"'train.lr' must be a positive number or auto, got {t.lr!r}"),
         (t.weight_decay >= 0, f"'train.weight_decay' must be >= 0, got {t.weight_decay}"),
         (t.warmup_epochs >= 0, f"'train.warmup_epochs' must be >= 0, got {t.warmup_epochs}"),
         (0 <= t.label_smoothing < 1, "'train.label_smoothing' must be in [0, 1)"),
@@ -250,16 +330,52 @@ def _check_values(job: JobSpec) -> None:
          "'data.max_per_class' must be at least 1 or null"),
         (job.data.num_workers is None or job.data.num_workers >= 0,
          "'data.num_workers' must be >= 0 or null"),
-        (bool(job.metrics), "'metrics' must name at least one metric"),
-        (bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", job.device)),
+        (job.metrics is None or bool(job.metrics), "'metrics' must name at least one metric"),
+        (bool(DEVICE.fullmatch(job.device)),
          f"'device' is {job.device!r}; use auto, cpu, cuda, cuda:N or mps"),
-        (bool(str(job.model).strip()), "'model' must not be empty"),
+        (job.model is None or bool(str(job.model).strip()), "'model' must not be empty"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_ranges(job)
+    if any(not m.strip() for m in (job.metrics or []) + job.loggers):
+        raise ConfigError("'metrics' and 'loggers' entries must be non-empty names")
     if job.name is not None and (not job.name.strip() or job.name in (".", "..")):
         raise ConfigError(f"'name' {job.name!r} is not a usable folder name")
+    if "\0" in job.out or (job.name and "\0" in job.name):
+        raise ConfigError("'out' and 'name' must not contain NUL characters")
+
+
+def _check_ranges(job: JobSpec) -> None:
+    for path, (low, high) in RANGES.items():
+        node = job
+        for part in path:
+            node = getattr(node, part, None) if node is not None else None
+        if node is None or node == "auto":  # train.lr auto: resolved before the run
+            continue
+        if not low <= node <= high:
+            raise ConfigError(f"'{'.'.join(path)}' is {node:g}; it must be between {low:g} and "
+                              f"{high:g}")
+
+
+def check_against_data(job: JobSpec, num_classes: int) -> None:
+    """What can only be checked once the data's classes are known (call it right after the
+    splits are loaded, before building anything): one class weight per class — a list of
+    the wrong length is an error, never padded or cut."""
+    cw = job.train.class_weights
+    if isinstance(cw, list) and len(cw) != num_classes:
+        raise ConfigError(f"'train.class_weights' has {len(cw)} values but the data has "
+                          f"{num_classes} classes — give one weight per class, or balanced")
+
+
+def check_device(name: object, option: str = "--device") -> str:
+    """``name`` when it is a device zoo knows (auto, cpu, cuda, cuda:N, mps); else a
+    one-line :class:`ConfigError` (``--device nonsense`` must not reach torch)."""
+    if not isinstance(name, str) or not DEVICE.fullmatch(name):
+        raise ConfigError(f"{option} {name!r} is not a device; use auto, cpu, cuda, cuda:N or "
+                          "mps")
+    return name
 
 
 def load_job_file(path: str | Path) -> Layer:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zoo.errors import ZooError
+from zoo.io.atomic import write_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -79,8 +80,6 @@ def _safe_name(text: str) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    from zoo.io.atomic import write_bytes
-
     # a cache: no fsync (speed); callers treat a failed write as "not cached"
     write_bytes(path, json.dumps(obj, default=_jsonable).encode("utf-8"), durable=False)
 

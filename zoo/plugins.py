@@ -12,6 +12,7 @@ Environment:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import os
 import sys
@@ -87,8 +88,14 @@ class ZooPluginManager(pluggy.PluginManager):
             if dist is not None:
                 record.requires = list(dist.requires or [])
             try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not break zoo
+                # a plugin that prints at import must not corrupt `--json` stdout
+                with contextlib.redirect_stdout(sys.stderr):
+                    plugin = ep.load()
+            except PluginError:
+                raise  # ZOO_STRICT_PLUGINS from a nested load
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                # a broken plugin must not break zoo — not even one that calls sys.exit()
+                # or raises KeyboardInterrupt at import
                 self._fail(record, f"import failed: {type(exc).__name__}: {exc}")
                 continue
             self.add_plugin(plugin, record)

@@ -2,9 +2,11 @@
 
 Keys: ``requires`` (plugin distributions that must be installed), ``providers`` (order in
 which bare model names resolve), ``aliases`` (short model names), ``defaults`` (job-tree
-defaults), ``strategies`` / ``datasets`` (per-component job defaults) and ``presets``
-(named partial jobs for ``--preset``).  A user registry (``--registry FILE`` or
-``ZOO_REGISTRY``) is merged over the built-in one.
+defaults), ``strategies`` / ``datasets`` (a user's per-component overrides, over the
+components' own ``job_defaults``; empty in the built-in registry) and ``presets`` (named
+partial jobs for ``--preset``).  A user registry (``--registry FILE`` or ``ZOO_REGISTRY``)
+is merged over the built-in one.  The components' own defaults, and which one is a kind's
+default, come from their plugins, not from here (:mod:`zoo.layering`).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ConfigError, PluginError, did_you_mean
-from zoo.jobspec import deep_merge
+from zoo.jobspec import JobSpec, deep_merge, job_from_tree
 from zoo.io.yamlio import load_yaml
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
@@ -61,11 +63,36 @@ def _parse(path: Path) -> dict:
         elif not isinstance(value, expected):
             raise ConfigError(f"{path}, line {lines.get((key,), '?')}: '{key}' must be a "
                               f"{'list' if expected is list else 'mapping'}")
+    for key in ("requires", "providers"):
+        for i, item in enumerate(data.get(key) or []):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(f"{path}, line {lines.get((key,), '?')}: '{key}' must be a "
+                                  f"list of names; entry {i + 1} is {item!r}")
+    for alias, target in (data.get("aliases") or {}).items():
+        if not isinstance(alias, str) or not isinstance(target, str) or not target.strip():
+            raise ConfigError(f"{path}, line {lines.get(('aliases', alias), '?')}: alias "
+                              f"{alias!r} must map a name to a model name, got {target!r}")
     for key in ("strategies", "datasets", "presets"):
         for name, tree in (data.get(key) or {}).items():
-            if not isinstance(tree, dict):
+            if not isinstance(name, str) or not isinstance(tree, dict):
                 raise ConfigError(f"{path}, line {lines.get((key, name), '?')}: "
                                   f"'{key}.{name}' must be a mapping")
+    # defaults, per-strategy/-dataset defaults and presets are job fragments: each must
+    # validate on its own over the built-in defaults, so a bad one (`defaults: {data: 5}`)
+    # is an error naming this file, not a crash in the first job that uses it.
+    fragments = [("defaults", data.get("defaults") or {}, ("defaults",))]
+    for key in ("strategies", "presets"):
+        fragments += [(f"{key}.{n}", t, (key, n)) for n, t in (data.get(key) or {}).items()]
+    fragments += [(f"datasets.{n}", {"data": t}, ("datasets", n))
+                  for n, t in (data.get("datasets") or {}).items()]
+    base = JobSpec().to_dict()
+    for where, tree, at in fragments:
+        try:
+            job_from_tree(deep_merge(base, tree), {}, "registry")
+        except ConfigError as exc:
+            line = lines.get(at, "?")
+            raise ConfigError(f"{path}, line {line}: registry '{where}' is not a valid job "
+                              f"fragment: {exc}") from None
     return data
 
 
@@ -87,7 +114,7 @@ def load_registry(user: str | Path | None = None) -> Registry:
     paths = [str(BUILTIN_REGISTRY)]
     extra = user or os.environ.get("ZOO_REGISTRY")
     if extra:
-        if not Path(extra).is_file():
+        if not Path(extra).exists():  # a FIFO or device: load_yaml says what it is
             raise ConfigError(f"registry file {extra} does not exist (from --registry or "
                               "ZOO_REGISTRY)")
         paths.append(str(Path(extra).resolve()))

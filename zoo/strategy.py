@@ -12,7 +12,6 @@ affine trains), ``freeze-all`` (statistics fixed, affine frozen).
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,6 +19,9 @@ from torch import nn
 
 from zoo.backbones import LayerGroup, TransferModel
 from zoo.errors import ConfigError
+from zoo.selection import (NORM_TYPES, SELECTION_KINDS, Selection, apply_phase,  # noqa: F401
+                           bn_param_names, choose_params)
+from zoo.strategy_base import Strategy  # noqa: F401  (the authors' base class, re-exported)
 
 BN_MODES = ("train", "freeze-stats", "freeze-all")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
@@ -42,6 +44,9 @@ class LossContext:
     logits: Any
     step: int = 0
     epoch: int = 0
+    # one batch of inputs per extra stream the phase declared (``Phase.streams``), on the
+    # device, labels dropped: ``streams["target_unlabeled"]`` is a tensor of images
+    streams: dict = field(default_factory=dict)
 
 
 class LossTerm(nn.Module):
@@ -57,64 +62,8 @@ class LossTerm(nn.Module):
         raise NotImplementedError
 
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
-              nn.modules.instancenorm._InstanceNorm)
 PHASE_STEPS = ("gradient", "none")
 STREAMS = ("target_unlabeled", "source")
-
-
-@dataclass
-class Selection:
-    """Parameters a phase trains, chosen at parameter granularity (beyond whole groups).
-
-    Declarative, so ``--plan --json`` can show it: ``kinds`` (``"bias"``: every bias;
-    ``"norm"``: the affine parameters of normalisation layers), ``params`` (fnmatch patterns
-    over the :class:`~zoo.backbones.TransferModel`'s parameter names) and ``modules``
-    (module class names, e.g. ``"LayerNorm"``: all their parameters) are OR-ed.  ``where`` is
-    a Python predicate ``(name, parameter) -> bool`` for the API, shown by its ``__name__``.
-    ``weight_decay`` ``None`` means the job's, except 0 for biases and norm parameters.
-    The source classifier never trains, whatever a selection says.
-    """
-
-    name: str
-    kinds: tuple = ()
-    params: tuple = ()
-    modules: tuple = ()
-    where: Callable[[str, Any], bool] | None = None
-    lr_mult: float = 1.0
-    weight_decay: float | None = None
-
-    def matches(self, model: nn.Module) -> list[str]:
-        """The parameter names of ``model`` this selection picks, in model order."""
-        chosen: set[str] = set()
-        norm_owned = _owned_by(model, NORM_TYPES)
-        by_type = _owned_by(model, None, self.modules) if self.modules else set()
-        for pname, param in model.named_parameters():
-            if pname.startswith("backbone.source_classifier."):
-                continue
-            leaf = pname.rsplit(".", 1)[-1]
-            if (("bias" in self.kinds and leaf == "bias")
-                    or ("norm" in self.kinds and pname in norm_owned)
-                    or any(fnmatch.fnmatchcase(pname, pat) for pat in self.params)
-                    or pname in by_type
-                    or (self.where is not None and self.where(pname, param))):
-                chosen.add(pname)
-        return [n for n, _ in model.named_parameters() if n in chosen]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kinds": list(self.kinds), "params": list(self.params),
-                "modules": list(self.modules),
-                "where": getattr(self.where, "__name__", repr(self.where)) if self.where else None,
-                "lr_mult": self.lr_mult, "weight_decay": self.weight_decay}
-
-
-def _owned_by(model: nn.Module, types, names=()) -> set[str]:
-    out = set()
-    for mname, module in model.named_modules():
-        if (types is not None and isinstance(module, types)) or type(module).__name__ in names:
-            out.update(f"{mname}.{p}" if mname else p
-                       for p, _ in module.named_parameters(recurse=False))
-    return out
 
 
 class ModelChange:
@@ -185,8 +134,14 @@ class Phase:
     fit: Callable[[PhaseContext], None] | None = None  # steps="none": closed-form work
     streams: tuple = ()                   # extra data streams read: target_unlabeled, source
 
+    def setting(self, group: str) -> GroupSetting:
+        """The setting of ``group``; a group the phase does not name is frozen — except the
+        head, which trains unless the strategy says otherwise."""
+        return self.groups.get(group, GroupSetting(group == "head"))
+
     def trainable_groups(self) -> list[str]:
-        return [n for n, s in self.groups.items() if s.trainable]
+        names = [n for n, s in self.groups.items() if s.trainable]
+        return names + (["head"] if "head" not in self.groups else [])
 
     def backbone_frozen(self) -> bool:
         """True when no backbone parameter trains (then cached features are exact)."""
@@ -201,30 +156,60 @@ class StrategyPlan:
     phases: list[Phase]
     notes: list[str] = field(default_factory=list)
     model_changes: list[ModelChange] = field(default_factory=list)
+    # where the supervised loss trains: "target" (the job's data), "source" (source_data,
+    # as in unsupervised domain adaptation) or "auto" (source when a phase reads
+    # target_unlabeled and the job has source_data; zoo.engine.phases.trains_on)
+    train_on: str = "auto"
 
     @property
     def epochs(self) -> int:
         return sum(p.epochs for p in self.phases)
 
-    def to_dict(self, groups: list[LayerGroup], model: TransferModel, base_lr: float) -> dict:
-        sizes = {g.name: g.numel(model) for g in groups}
+    def to_dict(self, groups: list[LayerGroup], model: TransferModel, base_lr: float,
+                weight_decay: float = 0.0) -> dict:
+        """What ``--plan`` shows: per phase, what trains (counts and % of all parameters, by
+        group and by selection), at which LR, the steps and streams; the model changes."""
+        named = dict(model.named_parameters())
+        total = sum(p.numel() for p in named.values()) or 1
+        def pct(n: int) -> float:
+            return round(100.0 * n / total, 4)
         phases = []
         for phase in self.phases:
             lr = phase.lr if phase.lr is not None else base_lr
+            chosen = choose_params(model, groups, phase, lr, weight_decay)
+            by_group: dict[str, int] = {}
+            by_sel: dict[str, int] = {}
+            for pname, c in chosen.items():
+                counts = by_sel if c["selection"] else by_group
+                counts[c["source"]] = counts.get(c["source"], 0) + named[pname].numel()
+            group_rows = []
+            for g in groups:
+                size = g.numel(model)
+                setting = phase.setting(g.name)
+                group_rows.append({
+                    "name": g.name, "params": size, "percent": pct(size),
+                    "trainable": setting.trainable,
+                    "trainable_params": by_group.get(g.name, 0),
+                    "lr": lr * setting.lr_mult if setting.trainable else 0.0})
+            sel_rows = []
+            for sel in phase.select:
+                n = by_sel.get(sel.name, 0)
+                sel_rows.append({**sel.to_dict(), "lr": lr * sel.lr_mult,
+                                 "tensors": sum(1 for c in chosen.values()
+                                                if c["selection"] and c["source"] == sel.name),
+                                 "trainable_params": n, "percent": pct(n)})
+            trainable = sum(named[n].numel() for n in chosen)
             phases.append({
                 "name": phase.name, "epochs": phase.epochs, "bn": phase.bn,
-                "base_lr": lr,
-                "groups": [{"name": g.name, "params": sizes[g.name],
-                            "trainable": phase.groups.get(g.name, GroupSetting(False)).trainable,
-                            "lr": (lr * phase.groups[g.name].lr_mult
-                                   if phase.groups.get(g.name, GroupSetting(False)).trainable
-                                   else 0.0)}
-                           for g in groups],
-                "trainable_params": sum(sizes[g.name] for g in groups
-                                        if phase.groups.get(g.name, GroupSetting(False)).trainable),
+                "base_lr": lr, "steps": phase.steps, "streams": list(phase.streams),
+                "groups": group_rows, "selections": sel_rows,
+                "trainable_params": trainable, "trainable_percent": pct(trainable),
+                "backbone_frozen": phase.backbone_frozen(),
                 "loss_terms": [t.name for t in phase.loss_terms],
             })
         return {"strategy": self.strategy, "epochs": self.epochs, "phases": phases,
+                "total_params": total, "train_on": self.train_on,
+                "model_changes": [c.describe() for c in self.model_changes],
                 "notes": self.notes}
 
 
@@ -247,61 +232,88 @@ def validate_plan(plan: StrategyPlan, groups: list[LayerGroup]) -> None:
     names = {g.name for g in groups}
     if not plan.phases:
         raise ConfigError(f"strategy '{plan.strategy}' planned no phase")
+    if plan.train_on not in ("auto", "target", "source"):
+        raise ConfigError(f"strategy '{plan.strategy}' has train_on {plan.train_on!r}; choose "
+                          "auto, target or source")
+    for change in plan.model_changes:
+        if not isinstance(change, ModelChange):
+            raise ConfigError(f"strategy '{plan.strategy}' declared a model change of type "
+                              f"{type(change).__name__}, not a zoo.strategy.ModelChange")
     for phase in plan.phases:
+        where = f"strategy '{plan.strategy}' phase '{phase.name}'"
         unknown = set(phase.groups) - names
         if unknown:
             raise ConfigError(f"strategy '{plan.strategy}' names unknown layer groups "
                               f"{sorted(unknown)}; groups are {sorted(names)}")
         if phase.bn not in BN_MODES:
-            raise ConfigError(f"strategy '{plan.strategy}' phase '{phase.name}' has BN mode "
-                              f"{phase.bn!r}; choose one of {', '.join(BN_MODES)}")
+            raise ConfigError(f"{where} has BN mode {phase.bn!r}; choose one of "
+                              f"{', '.join(BN_MODES)}")
         if phase.epochs < 0:
-            raise ConfigError(f"strategy '{plan.strategy}' phase '{phase.name}' has "
-                              f"{phase.epochs} epochs")
-        if not phase.trainable_groups() and not phase.loss_terms:
-            raise ConfigError(f"strategy '{plan.strategy}' phase '{phase.name}' trains nothing")
-
-
-def apply_phase(model: TransferModel, groups: list[LayerGroup], phase: Phase,
-                base_lr: float) -> list[dict]:
-    """Set ``requires_grad`` per the phase; return optimizer parameter groups.
-
-    The source classifier never trains.  Parameters of frozen groups get
-    ``requires_grad=False`` so no gradient is computed for them at all.
-    """
-    params = dict(model.named_parameters())
-    for p in params.values():
-        p.requires_grad_(False)
-    lr = phase.lr if phase.lr is not None else base_lr
-    bn_affine_frozen = phase.bn == "freeze-all"
-    bn_params = _bn_param_names(model) if bn_affine_frozen else set()
-    param_groups = []
-    for group in groups:
-        setting = phase.groups.get(group.name)
-        if setting is None or not setting.trainable:
+            raise ConfigError(f"{where} has {phase.epochs} epochs")
+        if phase.steps not in PHASE_STEPS:
+            raise ConfigError(f"{where} has steps {phase.steps!r}; choose one of "
+                              f"{', '.join(PHASE_STEPS)}")
+        if isinstance(phase.streams, str):
+            raise ConfigError(f"{where}: streams must be a tuple of names, got the string "
+                              f"{phase.streams!r} (write ({phase.streams!r},))")
+        unknown_streams = [s for s in phase.streams if s not in STREAMS]
+        if unknown_streams:
+            raise ConfigError(f"{where} reads unknown stream {unknown_streams[0]!r}; "
+                              f"streams are {', '.join(STREAMS)}")
+        for sel in phase.select:
+            if not isinstance(sel, Selection):
+                raise ConfigError(f"{where} selects with a {type(sel).__name__}, not a "
+                                  "zoo.strategy.Selection")
+            bad_kinds = [k for k in sel.kinds if k not in SELECTION_KINDS]
+            if bad_kinds:
+                raise ConfigError(f"{where}: selection '{sel.name}' has kind "
+                                  f"{bad_kinds[0]!r}; kinds are {', '.join(SELECTION_KINDS)}")
+            if not (sel.lr_mult >= 0) or (sel.weight_decay is not None
+                                          and not sel.weight_decay >= 0):
+                raise ConfigError(f"{where}: selection '{sel.name}' needs lr_mult >= 0 and "
+                                  "weight_decay >= 0 (or None)")
+        if phase.steps == "none":  # closed-form work (fit), not gradient steps
+            if phase.fit is None:
+                raise ConfigError(f"{where} has steps='none' but no fit(ctx)")
             continue
-        chosen = [params[n] for n in group.params
-                  if not (group.name != "head" and n in bn_params)]
-        for p in chosen:
-            p.requires_grad_(True)
-        if chosen:
-            param_groups.append({"params": chosen, "lr": lr * setting.lr_mult,
-                                 "name": group.name})
-    for term in phase.loss_terms:
-        extra = [p for p in term.parameters()]
-        for p in extra:
-            p.requires_grad_(True)
-        if extra:
-            param_groups.append({"params": extra, "lr": lr, "name": f"term:{term.name}"})
-    return param_groups
+        if not phase.trainable_groups() and not phase.loss_terms and not phase.select:
+            raise ConfigError(f"{where} trains nothing")
 
 
-def _bn_param_names(model: nn.Module) -> set[str]:
-    out = set()
-    for mname, module in model.named_modules():
-        if isinstance(module, _BN_TYPES):
-            out.update(f"{mname}.{p}" for p, _ in module.named_parameters())
-    return out
+def apply_model_changes(plan: StrategyPlan, model: TransferModel,
+                        groups: list[LayerGroup]) -> bool:
+    """Apply the plan's model changes once (idempotent per model); keep ``groups`` true.
+
+    A change may move parameters and modules (peft wraps a ``Linear`` as ``base_layer``):
+    every layer group is renamed by object identity, so the groups still name the same
+    tensors; new parameters (adapters) belong to no group — a phase trains them through a
+    :class:`Selection`.  Returns True when something was applied now.
+    """
+    done = model.__dict__.setdefault("_zoo_applied_changes", [])
+    todo = [c for c in plan.model_changes if not any(c is d for d in done)]
+    if not todo:
+        return False
+    before_p = {n: id(p) for n, p in model.named_parameters()}
+    before_m = {n: id(m) for n, m in model.named_modules()}
+    for change in todo:
+        change.apply(model)
+        done.append(change)
+    after_p = {id(p): n for n, p in model.named_parameters()}
+    after_m = {id(m): n for n, m in model.named_modules()}
+    for g in groups:
+        g.params = [after_p[before_p[n]] for n in g.params if before_p.get(n) in after_p]
+        g.modules = [after_m[before_m[n]] for n in g.modules if before_m.get(n) in after_m]
+    return True
+
+
+def finalize_model_changes(plan: StrategyPlan, model: TransferModel, run_dir) -> TransferModel:
+    """After training: each change may write files to ``run_dir`` and return the model that
+    loads with its provider alone (adapters merged); the last such model is returned."""
+    for change in plan.model_changes:
+        out = change.finalize(model, run_dir)
+        if out is not None:
+            model = out
+    return model
 
 
 def set_train_mode(model: TransferModel, groups: list[LayerGroup], phase: Phase) -> None:
@@ -315,8 +327,7 @@ def set_train_mode(model: TransferModel, groups: list[LayerGroup], phase: Phase)
     if model.backbone.source_classifier is not None:
         model.backbone.source_classifier.eval()
     for group in groups:
-        setting = phase.groups.get(group.name)
-        frozen = setting is None or not setting.trainable
+        frozen = not phase.setting(group.name).trainable
         if not frozen and (phase.bn == "train" or group.name == "head"):
             continue
         for mname in group.modules:

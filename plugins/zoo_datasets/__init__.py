@@ -1,10 +1,12 @@
-"""Built-in datasets: ``demo``, ``folder``, ``digits`` and ``torchvision:NAME``.
+"""Built-in datasets: ``demo``, ``folder``, ``digits``, ``photos``, ``torchvision:NAME``,
+``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
 :class:`zoo_datasets.base.ImageDataset`: items are ``(transform(uint8 (3, H, W)), label)``,
 with ``classes``, ``targets``, ``sample_ids`` and ``warnings`` attributes.  Splits are
-stratified and decided by ``seed`` alone (:mod:`zoo_datasets.splits`); the expensive part of
-a dataset is built once and shared by its three splits (:mod:`zoo_datasets.memo`).
+stratified and decided by ``seed`` alone (:mod:`zoo.engine.splits`, the core's one split);
+the expensive part of a dataset is built once and shared by its three splits
+(:mod:`zoo_datasets.memo`).
 
 Lazy-import rule: this module imports neither torch nor PIL nor scikit-learn; each factory
 imports its implementation module when called.  (The factories are named ``*_dataset``
@@ -12,18 +14,19 @@ because importing submodule ``demo`` sets the package attribute ``demo``.)
 """
 from zoo.hookspecs import hookimpl
 
-from .splits import check_split
+from zoo.engine.splits import check_split
 
 
 def demo_dataset(spec, split, transform=None, seed=0):
     """Generated shapes and textures (8 classes, 32×32, 2,400 images); no files needed."""
-    from .demo import build
+    from .demo import build  # lazy: the implementation loads on first use (folder, tv import torch)
 
     return build(spec, check_split(split), transform, seed)
 
 
 def folder_dataset(spec, split, transform=None, seed=0):
     """An ImageFolder at ``spec.path`` (class subfolders, or train/val/test folders)."""
+    # lazy: the implementation loads on first use (folder, tv import torch)
     from .folder import build
 
     return build(spec, check_split(split), transform, seed)
@@ -31,6 +34,7 @@ def folder_dataset(spec, split, transform=None, seed=0):
 
 def digits_dataset(spec, split, transform=None, seed=0):
     """scikit-learn's 8×8 handwritten digits, upscaled to 32×32 RGB."""
+    # lazy: the implementation loads on first use (folder, tv import torch)
     from .digits import build
 
     return build(spec, check_split(split), transform, seed)
@@ -38,18 +42,39 @@ def digits_dataset(spec, split, transform=None, seed=0):
 
 def torchvision_dataset(spec, split, transform=None, seed=0):
     """``torchvision:NAME`` — CIFAR10, MNIST, Flowers102, ... (see ``zoo_datasets.tv``)."""
-    from .tv import build
+    from .tv import build  # lazy: the implementation loads on first use (folder, tv import torch)
+
+    return build(spec, check_split(split), transform, seed)
+
+
+def photos_dataset(spec, split, transform=None, seed=0):
+    """Crops of six colour photos from scikit-image (6 classes, 64×64); no download."""
+    from .photos import build  # lazy: scikit-image and torch load on first use
+
+    return build(spec, check_split(split), transform, seed)
+
+
+def shift_dataset(spec, split, transform=None, seed=0):
+    """``shift:NAME`` — dataset NAME with a controlled domain shift (see ``zoo_datasets.shift``)."""
+    # lazy: the implementation loads on first use (folder, tv import torch)
+    from .shift import build
 
     return build(spec, check_split(split), transform, seed)
 
 
 @hookimpl
 def register_datasets(register):
-    register("demo", demo_dataset,
+    # job_defaults: native 32-px images keep these jobs fast (a strategy's own defaults win)
+    register("demo", demo_dataset, default=True, job_defaults={"data": {"image_size": 32}},
              description="generated shapes and textures: 8 classes, 32x32, no download")
-    register("folder", folder_dataset,
+    register("folder", folder_dataset, serves_paths=True,  # --data PATH
              description="images in class subfolders at data.path (ImageFolder layout)")
-    register("digits", digits_dataset,
+    register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},
              description="scikit-learn handwritten digits: 10 classes, 8x8 upscaled to 32x32")
     register("torchvision", torchvision_dataset, prefix=True,
              description="torchvision:NAME, e.g. torchvision:CIFAR10 (downloads to $ZOO_HOME)")
+    register("photos", photos_dataset,
+             description="crops of six scikit-image colour photos: 6 classes, 64x64, no download")
+    register("shift", shift_dataset, prefix=True,
+             description="shift:NAME, dataset NAME shifted: data.params.transform=invert|rotate|"
+                         "noise|grayscale|blur|jpeg|color|background, severity=1..5")

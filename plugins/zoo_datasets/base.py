@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from zoo.engine.splits import few_shot, stratified_split
+
 
 class ImageDataset(Dataset):
     """Base class: subclasses implement :meth:`load` (position → uint8 (3, H, W) tensor)."""
@@ -88,8 +90,6 @@ def split_in_memory(*, name: str, images: torch.Tensor, labels: Sequence[int],
                     transform: Callable | None, seed: int,
                     warnings: Sequence[str] = ()) -> TensorImageDataset:
     """One split of an in-memory dataset, by ``spec.val_split``/``test_split``/``max_per_class``."""
-    from .splits import few_shot, stratified_split
-
     parts, split_warnings = stratified_split(labels, spec.val_split, spec.test_split, seed,
                                              classes)
     positions = parts[split]

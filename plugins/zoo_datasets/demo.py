@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from zoo.errors import DataError, did_you_mean
+from .memo import memo
 
 CLASSES = ("circle", "ring", "square", "triangle", "cross",
            "horizontal stripes", "vertical stripes", "checkerboard")
@@ -66,7 +67,7 @@ def options(params: dict) -> tuple[int, tuple[str, ...], int, int]:
 
 def _mask(name: str, xr, yr, rng, n: int, pixels_per_unit):
     """Foreground mask (n, R, R) of class ``name`` in the shape's own coordinates."""
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     def u(lo, hi):
         return rng.uniform(lo, hi, size=(n, 1, 1)).astype(np.float32)
@@ -106,7 +107,7 @@ def _colours(n: int, rng):
     Any hue goes, but the foreground is at least 0.3 brighter or darker than the background:
     the class is in the shape, and colour is a nuisance the model must learn to ignore.
     """
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
 
@@ -124,7 +125,7 @@ def _colours(n: int, rng):
 
 def _draw(name: str, n: int, size: int, rng):
     """``n`` images of class ``name`` as a (n, 3, size, size) uint8 array."""
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     ss = 2 if size <= 64 else 1  # supersampling for anti-aliased edges
     res = size * ss
@@ -159,8 +160,8 @@ def _draw(name: str, n: int, size: int, rng):
 
 def generate(size: int, names: tuple[str, ...], per_class: int, data_seed: int):
     """All images, class by class: ((N, 3, size, size) uint8 tensor, labels)."""
-    import numpy as np
-    import torch
+    import numpy as np  # lazy: numpy
+    import torch  # lazy: torch
 
     blocks, labels = [], []
     for label, name in enumerate(names):
@@ -174,8 +175,7 @@ def generate(size: int, names: tuple[str, ...], per_class: int, data_seed: int):
 
 
 def build(spec, split: str, transform, seed: int):
-    from .base import split_in_memory
-    from .memo import memo
+    from .base import split_in_memory  # lazy: imports torch
 
     size, names, per_class, data_seed = options(dict(spec.params or {}))
     images, labels = memo(("demo", size, names, per_class, data_seed),

@@ -7,18 +7,19 @@ transforms see an ordinary small RGB image.  Needs the ``datasets`` extra.
 from __future__ import annotations
 
 from zoo.errors import DataError, MissingDependencyError
+from .memo import memo
 
 DEFAULT_SIZE = 32
 
 
 def _load(size: int):
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: optional dependency (sklearn)
     except ImportError as exc:
         raise MissingDependencyError(
             "the 'digits' dataset needs scikit-learn: pip install 'zoo[datasets]'") from exc
-    import torch
-    import torch.nn.functional as F
+    import torch  # lazy: torch
+    import torch.nn.functional as F  # lazy: torch
 
     digits = load_digits()
     small = torch.from_numpy(digits.images).float()[:, None] * (255.0 / 16.0)
@@ -28,8 +29,7 @@ def _load(size: int):
 
 
 def build(spec, split: str, transform, seed: int):
-    from .base import split_in_memory
-    from .memo import memo
+    from .base import split_in_memory  # lazy: imports torch
 
     params = dict(spec.params or {})
     size = params.pop("size", DEFAULT_SIZE)

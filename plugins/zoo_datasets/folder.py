@@ -36,7 +36,8 @@ from zoo.errors import DataError
 
 from .base import ImageDataset
 from .images import Unreadable, decode, probe
-from .splits import few_shot, stratified_split
+from zoo.engine.splits import few_shot, stratified_split
+from .memo import memo
 
 SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
                  "test": ("test", "testing")}
@@ -70,8 +71,20 @@ def _entries(folder: str) -> tuple[list[str], list[str]]:
         for entry in it:
             if _hidden(entry.name):
                 continue
+            if entry.is_dir() and entry.is_symlink() and _is_ancestor(entry.path, folder):
+                continue  # a link to this folder or above: not a class, a loop
             (dirs if entry.is_dir() else files).append(entry.name)
     return sorted(dirs), sorted(files)
+
+
+def _is_ancestor(link: str, folder: str) -> bool:
+    """True when ``link`` resolves to ``folder`` itself or a folder above it."""
+    real, here = os.path.realpath(link), os.path.realpath(folder)
+    return here == real or here.startswith(real.rstrip(os.sep) + os.sep)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _layout(root: str) -> dict[str, str] | None:
@@ -87,13 +100,24 @@ def _layout(root: str) -> dict[str, str] | None:
     return found if _entries(os.path.join(root, found["train"]))[0] else None
 
 
-def _walk(class_dir: str) -> list[str]:
-    """Every non-hidden file under ``class_dir``; each real folder visited once."""
+def _walk(class_dir: str, root: str | None = None) -> list[str]:
+    """Every non-hidden file under ``class_dir``; each real folder visited once.
+
+    A symlinked folder that leads back into the dataset outside this class (to the root,
+    above it, or to another class's folder) is not followed: it would relabel that class's
+    images as this one.
+    """
     seen: set[str] = set()
     out: list[str] = []
+    class_real = os.path.realpath(class_dir)
+    root_real = os.path.realpath(root) if root else None
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a link back to a visited folder: a loop or a duplicate
+            dirnames[:] = []
+            continue
+        if root_real and not _inside(real, class_real) and (
+                _inside(real, root_real) or _inside(root_real, real)):
             dirnames[:] = []
             continue
         seen.add(real)
@@ -149,7 +173,7 @@ def _find(root: str, layout: dict | None):
         loose += [os.path.relpath(os.path.join(group, f), root) for f in files]
         class_names.update(class_dirs)
         for name in class_dirs:
-            candidates += [(origin, name, p) for p in _walk(os.path.join(group, name))]
+            candidates += [(origin, name, p) for p in _walk(os.path.join(group, name), root)]
     return candidates, loose, sorted(class_names)
 
 
@@ -271,8 +295,6 @@ def _check_path(path: str | None) -> str:
 
 
 def build(spec, split: str, transform, seed: int) -> FolderDataset:
-    from .memo import memo
-
     if spec.params:
         raise DataError(f"unknown folder dataset parameter '{next(iter(spec.params))}' "
                         f"(folder takes none: set data.path, val_split, test_split, ...)")

@@ -31,7 +31,7 @@ class Unreadable(Exception):
 
 
 def _classify(exc: BaseException) -> Unreadable:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: PIL
 
     if isinstance(exc, Unreadable):
         return exc
@@ -58,7 +58,7 @@ def _jpeg_ends_cleanly(path: str, size: int) -> bool:
 
 def probe(path: str) -> tuple[int, int]:
     """Check ``path`` cheaply and return its (width, height); raise :class:`Unreadable`."""
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
     try:
         size = os.path.getsize(path)  # follows links: a broken link is "missing"
@@ -79,7 +79,7 @@ def probe(path: str) -> tuple[int, int]:
 
 
 def _scale_to_uint8(array, mode: str):
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     if mode.startswith("I;16"):
         return (array.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
@@ -99,8 +99,8 @@ def _scale_to_uint8(array, mode: str):
 
 def to_rgb_array(img):
     """A PIL image of any mode → a (H, W, 3) uint8 numpy array (see the module docstring)."""
-    import numpy as np
-    from PIL import Image
+    import numpy as np  # lazy: numpy
+    from PIL import Image  # lazy: PIL
 
     mode = img.mode
     if mode.startswith("I") or mode == "F":
@@ -120,14 +120,14 @@ def to_rgb_array(img):
 
 def to_tensor(img):
     """A PIL image of any mode → a (3, H, W) uint8 torch tensor."""
-    import torch
+    import torch  # lazy: torch
 
     return torch.from_numpy(to_rgb_array(img)).permute(2, 0, 1).contiguous()
 
 
 def decode(path: str):
     """Decode ``path`` into a (3, H, W) uint8 tensor; raise :class:`Unreadable`."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps  # lazy: PIL
 
     try:
         if os.path.getsize(path) == 0:

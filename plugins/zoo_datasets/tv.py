@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from zoo.errors import DataError, MissingDependencyError, did_you_mean
 
 from .base import ImageDataset
-from .splits import few_shot, stratified_split
+from zoo.engine.splits import few_shot, stratified_split
+from .images import to_tensor
+from .memo import memo
 
 _TRAIN_TEST = {"train": {"train": True}, "test": {"train": False}}
 _DIGITS = tuple(str(d) for d in range(10))
@@ -113,7 +115,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _open(name: str, entry: Entry, root: str, kwargs: dict, spec):
     """Open one role of dataset ``name``, downloading it if allowed; errors → DataError."""
-    import torchvision.datasets
+    import torchvision.datasets  # lazy: torchvision
 
     cls = getattr(torchvision.datasets, name, None)
     if cls is None:
@@ -157,7 +159,7 @@ def _open(name: str, entry: Entry, root: str, kwargs: dict, spec):
 
 def _labels(ds) -> list[int]:
     """The label of every item, read from the attribute the dataset keeps them in."""
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     for attr in ("targets", "labels", "_labels", "y"):
         value = getattr(ds, attr, None)
@@ -206,9 +208,7 @@ class TorchvisionDataset(ImageDataset):
         self.in_memory = layout is not None
 
     def load(self, i: int):
-        import torch
-
-        from .images import to_tensor
+        import torch  # lazy: torch
 
         role, index = self.items[i]
         ds = self.sources[role]
@@ -224,7 +224,7 @@ class TorchvisionDataset(ImageDataset):
 
 def _has_array(opened: Opened, layout: str | None) -> str | None:
     """``layout`` when every source holds uint8 pixels in ``.data``, else None (use PIL)."""
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     if layout is None:
         return None
@@ -259,8 +259,6 @@ def _items(opened: Opened, spec, seed: int) -> tuple[dict[str, list[tuple[str, i
 
 
 def build(spec, split: str, transform, seed: int) -> TorchvisionDataset:
-    from .memo import memo
-
     name = spec.name.split(":", 1)[1] if ":" in spec.name else spec.name
     entry = DATASETS.get(name)
     if entry is None:

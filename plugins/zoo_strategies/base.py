@@ -1,50 +1,19 @@
 """The pack's base class and helpers, and its two simplest strategies: ``finetune``, ``linear-probe``."""
 
+from zoo.strategy_base import Strategy as _CoreStrategy
 
-class Strategy:
-    """Base: merges ``job.strategy.params`` over ``defaults`` and rejects unknown params."""
 
-    name = "base"
-    defaults: dict = {}
+class Strategy(_CoreStrategy):
+    """The pack's base: :class:`zoo.strategy_base.Strategy` (``zoo.strategy.Strategy``).
 
-    def params(self, job) -> dict:
-        from zoo.errors import ConfigError, did_you_mean
-
-        unknown = set(job.strategy.params) - set(self.defaults)
-        if unknown:
-            key = sorted(unknown)[0]
-            known = ", ".join(sorted(self.defaults)) or "none"
-            raise ConfigError(f"strategy '{self.name}' has no parameter '{key}'"
-                              f"{did_you_mean(key, self.defaults)} (parameters: {known})")
-        return {**self.defaults, **job.strategy.params}
-
-    # -- helpers for parameter values (``--set`` gives ints, floats or strings) ---------------
-    def number(self, p: dict, key: str, kind=float, low=None, high=None):
-        """``p[key]`` as ``kind`` within ``[low, high]``, else a ConfigError naming the key."""
-        from zoo.errors import ConfigError
-
-        value = p[key]
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            number = kind(float(value)) if kind is int else kind(value)
-            if kind is int and float(value) != number:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError(f"strategy '{self.name}': parameter '{key}' must be "
-                              f"{'an integer' if kind is int else 'a number'}, got {value!r}"
-                              ) from None
-        if (low is not None and number < low) or (high is not None and number > high):
-            rng = (f"from {low} to {high}" if low is not None and high is not None
-                   else f">= {low}" if low is not None else f"<= {high}")
-            raise ConfigError(f"strategy '{self.name}': parameter '{key}' must be {rng}, "
-                              f"got {value!r}")
-        return number
+    Kept as ``zoo_strategies.Strategy`` for plugins that subclassed it before it moved into
+    the core; third-party strategies subclass ``zoo.strategy.Strategy`` (docs/hooks.md).
+    """
 
 
 def has_source_weights(model) -> bool:
     """False when the backbone starts from random init (``--weights none`` or no weights)."""
-    return getattr(model.backbone, "weights_source", "unknown") not in ("none", "random-init")
+    return Strategy.source_weights(model)
 
 
 def backbone_lr_mult(strategy: Strategy, p: dict, model, notes: list) -> float:
@@ -59,6 +28,13 @@ def backbone_lr_mult(strategy: Strategy, p: dict, model, notes: list) -> float:
     return strategy.number(p, "backbone_lr_mult", float, 0.0)
 
 
+def auto_candidate(cost: str):
+    """This pack's :class:`zoo.strategy.AutoCandidate` of ``cost`` (``Strategy.auto``)."""
+    from zoo.strategy import AutoCandidate  # lazy: zoo.strategy imports torch
+
+    return AutoCandidate(cost=cost)
+
+
 def backbone_groups(groups) -> list:
     """The backbone's layer groups, input side first (the head left out)."""
     return [g for g in groups if g.name != "head"]
@@ -70,8 +46,12 @@ class Finetune(Strategy):
     name = "finetune"
     defaults = {"backbone_lr_mult": "auto"}
 
+    @property
+    def auto(self):  # one of auto's candidates: every layer trains
+        return auto_candidate("full")
+
     def plan(self, model, groups, job):
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn
+        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
 
         p = self.params(job)
         notes: list = []
@@ -87,8 +67,12 @@ class LinearProbe(Strategy):
     name = "linear-probe"
     defaults: dict = {}
 
+    @property
+    def auto(self):  # one of auto's candidates: the head on cached features
+        return auto_candidate("cheap")
+
     def plan(self, model, groups, job):
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn
+        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
 
         self.params(job)
         resolve_bn(job, "freeze-all")  # validates the value; see the comment below

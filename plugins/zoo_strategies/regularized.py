@@ -6,11 +6,13 @@ importing this module imports no torch).
 """
 from __future__ import annotations
 
+from zoo.engine.data import make_loader
+from zoo.errors import ConfigError
 from .base import Strategy, backbone_lr_mult, has_source_weights
 
 
 def _finetune_phase(strategy, name, model, groups, job, p, notes, terms):
-    from zoo.strategy import Phase, all_groups, resolve_bn
+    from zoo.strategy import Phase, all_groups, resolve_bn  # lazy: imports torch
 
     mult = backbone_lr_mult(strategy, p, model, notes)
     return Phase(name, job.train.epochs, all_groups(groups, trainable=True, lr_mult=mult),
@@ -24,9 +26,9 @@ class L2SP(Strategy):
     defaults = {"alpha": 0.1, "beta": 0.01, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job):
-        from zoo.strategy import StrategyPlan
+        from zoo.strategy import StrategyPlan  # lazy: imports torch
 
-        from .terms import L2SPTerm
+        from .terms import L2SPTerm  # lazy: imports torch
 
         p = self.params(job)
         alpha = self.number(p, "alpha", float, 0.0)
@@ -48,19 +50,19 @@ class LwF(Strategy):
     defaults = {"lam": 1.0, "temperature": 2.0, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job):
-        from zoo.errors import ConfigError
-        from zoo.strategy import StrategyPlan
+        from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         p = self.params(job)
         lam = self.number(p, "lam", float, 0.0)
         temperature = self.number(p, "temperature", float, 1e-6)
         backbone = model.backbone
         if backbone.source_classifier is None:
+            why = getattr(backbone, "no_source_reason", None)  # e.g. CLIP: contrastive, no classes
             raise ConfigError(f"strategy 'lwf' needs a source classifier, but "
-                              f"{backbone.provider}:{backbone.name} has none (its provider "
-                              "dropped it or the model has no classification head) — use "
-                              "l2-sp or finetune instead")
-        from .terms import LwFTerm
+                              f"{backbone.provider}:{backbone.name} has none ("
+                              + (why or "its provider dropped it or the model has no "
+                                 "classification head") + ") — use l2-sp or finetune instead")
+        from .terms import LwFTerm  # lazy: imports torch
 
         notes = [f"distills the frozen source model ({backbone.num_source_classes or '?'} "
                  f"source classes) into the current backbone: λ={lam:g}, T={temperature:g}"]
@@ -87,8 +89,7 @@ class Joint(Strategy):
         self._device_type = getattr(device, "type", None) or "cpu"
 
     def plan(self, model, groups, job):
-        from zoo.errors import ConfigError
-        from zoo.strategy import StrategyPlan
+        from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         p = self.params(job)
         lam = self.number(p, "lam", float, 0.0)
@@ -103,9 +104,8 @@ class Joint(Strategy):
         else:
             bs = self.number(p, "source_batch_size", int, 1)
         bs = max(1, min(bs, n))
-        from zoo.engine.data import make_loader
 
-        from .terms import JointSourceTerm
+        from .terms import JointSourceTerm  # lazy: imports torch
 
         loader = make_loader(source.train, bs, True, job.seed, job.source_data.num_workers,
                              self._device_type)

@@ -7,7 +7,9 @@ Imports no torch.
 """
 from __future__ import annotations
 
-from .base import Strategy, backbone_groups, backbone_lr_mult
+from zoo.errors import ConfigError
+
+from .base import Strategy, auto_candidate, backbone_groups, backbone_lr_mult
 
 
 class LpFt(Strategy):
@@ -16,7 +18,12 @@ class LpFt(Strategy):
     name = "lp-ft"
     defaults = {"probe_epochs": "auto", "probe_lr_mult": 10.0, "ft_lr_mult": 0.1}
 
+    @property
+    def auto(self):  # one of auto's candidates (its fine-tune phase trains every layer)
+        return auto_candidate("full")
+
     def plan(self, model, groups, job):
+        # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, all_groups, resolve_bn
 
         p = self.params(job)
@@ -27,6 +34,10 @@ class LpFt(Strategy):
             notes.append(f"probe_epochs auto → {probe} (40% of {total} epochs)")
         else:
             probe = self.number(p, "probe_epochs", int, 1)
+            if probe >= total:  # never stretch the job past train.epochs silently
+                raise ConfigError(f"strategy 'lp-ft': probe_epochs ({probe}) must be less than "
+                                  f"train.epochs ({total}) — the fine-tune phase needs at "
+                                  "least one epoch; lower probe_epochs or raise --epochs")
         ft = max(1, total - probe)
         if probe + ft != total:
             notes.append(f"lp-ft trains {probe} probe + {ft} fine-tune epochs = {probe + ft} "
@@ -51,6 +62,7 @@ class GradualUnfreeze(Strategy):
     defaults = {"epochs_per_stage": 1, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job):
+        # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 
         p = self.params(job)
@@ -95,7 +107,7 @@ class Partial(Strategy):
     defaults = {"k": 1, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job):
-        from zoo.errors import ConfigError
+        # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 
         p = self.params(job)
@@ -124,6 +136,7 @@ class LayerDecay(Strategy):
     defaults = {"decay": 0.7}
 
     def plan(self, model, groups, job):
+        # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 
         p = self.params(job)

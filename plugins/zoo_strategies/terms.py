@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from zoo.errors import ConfigError
 from zoo.strategy import LossContext, LossTerm
 
 
@@ -78,7 +79,6 @@ class LwFTerm(LossTerm):
     def __init__(self, backbone, lam: float, temperature: float):
         super().__init__()
         if backbone.source_classifier is None:
-            from zoo.errors import ConfigError
             raise ConfigError(f"strategy 'lwf' needs the source classifier of "
                               f"{backbone.provider}:{backbone.name}, which it does not have")
         teacher = copy.deepcopy(backbone).eval()

@@ -12,4 +12,7 @@ __all__ = ["TimmProvider", "register_backbone_providers"]
 
 @hookimpl
 def register_backbone_providers(register):
-    register("timm", TimmProvider(), description="pytorch-image-models (timm) backbones")
+    # default_model: what a job without `model` trains (first such provider in
+    # registry.yaml's providers order)
+    register("timm", TimmProvider(), default_model="resnet18",
+             description="pytorch-image-models (timm) backbones")

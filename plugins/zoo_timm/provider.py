@@ -15,11 +15,14 @@ Only this module's functions import torch/timm (lazy-import rule).
 """
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
 import os
+import re
 from urllib.parse import urlsplit
 
 from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
+from zoo.weights.network import offline_reason, unreachable_message, url_reachable
 
 PROVIDER = "timm"
 
@@ -31,7 +34,7 @@ class TimmProvider:
 
     # -- listing ---------------------------------------------------------------------------
     def list_models(self, pretrained: bool = False) -> list[str]:
-        import timm
+        import timm  # lazy: timm
 
         return list(timm.list_models(pretrained=bool(pretrained)))
 
@@ -40,7 +43,7 @@ class TimmProvider:
         return f"timm-{md.version('timm')}"
 
     def info(self, arch: str) -> dict:
-        import timm
+        import timm  # lazy: timm
 
         arch, tag = _split(arch)
         self._check_known(arch, tag)
@@ -65,7 +68,7 @@ class TimmProvider:
 
     # -- building --------------------------------------------------------------------------
     def create(self, arch: str, tag: str | None = None, pretrained: bool = False):
-        import timm
+        import timm  # lazy: timm
 
         if tag is None and "." in arch:
             arch, tag = _split(arch)
@@ -74,7 +77,6 @@ class TimmProvider:
         if not pretrained:
             model = timm.create_model(name, pretrained=False)
             return _wrap(model, arch, tag)
-        from zoo.weights.network import offline_reason, unreachable_message
 
         overlay, must_probe = _weights_source(name, arch)
         if must_probe is not None and not _reachable(must_probe):
@@ -100,7 +102,7 @@ class TimmProvider:
         last: the final norm / ``conv_head`` before the removed classifier) form ``final``.
         Models without ``group_matcher`` use :func:`zoo.backbones.default_layer_groups`.
         """
-        from zoo.backbones import default_layer_groups
+        from zoo.backbones import default_layer_groups  # lazy: imports torch
 
         body = backbone.body
         matcher_fn = getattr(body, "group_matcher", None)
@@ -108,7 +110,7 @@ class TimmProvider:
             return default_layer_groups(body)
         try:
             matcher = matcher_fn(coarse=True)
-            from timm.models import group_parameters
+            from timm.models import group_parameters  # lazy: optional dependency (timm)
 
             grouped = group_parameters(body, matcher)
         except Exception:  # a model whose matcher does not fit its modules
@@ -119,7 +121,7 @@ class TimmProvider:
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_known(self, arch: str, tag: str | None) -> None:
-        import timm
+        import timm  # lazy: timm
 
         if not timm.is_model(arch):
             hint = did_you_mean(arch, timm.list_models())
@@ -138,14 +140,14 @@ def _split(name: str) -> tuple[str, str | None]:
 
 
 def _pretrained_cfg_dict(name: str) -> dict:
-    from timm.models import get_pretrained_cfg
+    from timm.models import get_pretrained_cfg  # lazy: timm
 
     cfg = get_pretrained_cfg(name)
     return cfg.to_dict() if cfg is not None else {}
 
 
 def _zoo_cfg(cfg: dict):
-    from zoo.backbones import PretrainedConfig
+    from zoo.backbones import PretrainedConfig  # lazy: imports torch
 
     size = cfg.get("input_size") or (3, 224, 224)
     return PretrainedConfig(
@@ -159,8 +161,8 @@ def _zoo_cfg(cfg: dict):
 
 def _build_cheap(name: str):
     """The model without weights, on the meta device when the model allows it (no memory)."""
-    import timm
-    import torch
+    import timm  # lazy: timm
+    import torch  # lazy: torch
 
     try:
         with torch.device("meta"):
@@ -187,9 +189,7 @@ def _feature_dim(model, classifier) -> int:
 
 
 def _wrap(model, arch: str, tag: str | None):
-    import copy
-
-    from zoo.backbones import Backbone
+    from zoo.backbones import Backbone  # lazy: imports torch
 
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     if not hasattr(model, "reset_classifier"):
@@ -235,7 +235,6 @@ def _weights_source(name: str, arch: str) -> tuple[dict | None, str | None]:
         cached = _hf_cached_file(hf_id, cfg.get("hf_hub_filename"))
         if cached and plain_load:
             return {"file": cached, "source": ""}, None
-        from zoo.weights.network import offline_reason
 
         if (offline_reason() or "").startswith("HF_HUB_OFFLINE") and _hf_client_offline():
             return None, None  # the offline HF client answers from its cache or fails fast
@@ -249,14 +248,12 @@ def _weights_source(name: str, arch: str) -> tuple[dict | None, str | None]:
 
 
 def _reachable(url: str) -> bool:
-    from zoo.weights.network import url_reachable
-
     return url_reachable(url)
 
 
 def _hf_available() -> bool:
     try:
-        import huggingface_hub  # noqa: F401
+        import huggingface_hub  # noqa: F401  # lazy: optional dependency (huggingface_hub)
     except ImportError:
         return False
     return True
@@ -264,14 +261,14 @@ def _hf_available() -> bool:
 
 def _hf_client_offline() -> bool:
     # The HF client reads HF_HUB_OFFLINE once, at import: set later, it would still go online.
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: huggingface_hub
 
     return bool(constants.is_offline_mode())
 
 
 def _hf_cached_file(hf_id: str, filename: str | None) -> str | None:
     """Path of the weights in the local HF cache, or None (never touches the network)."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # lazy: huggingface_hub
 
     repo, _, revision = hf_id.partition("@")
     candidates = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
@@ -286,9 +283,7 @@ def _hf_cached_file(hf_id: str, filename: str | None) -> str | None:
 
 
 def _torch_hub_cached_file(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    import torch.hub
+    import torch.hub  # lazy: torch
 
     path = os.path.join(torch.hub.get_dir(), "checkpoints",
                         os.path.basename(urlsplit(url).path))
@@ -296,8 +291,6 @@ def _torch_hub_cached_file(url: str) -> str | None:
 
 
 def _group_names(groups: list[list[str]], matcher) -> list[str]:
-    import re
-
     if not isinstance(matcher, dict):
         return [f"group{i}" for i in range(len(groups))]
     patterns = []

@@ -22,10 +22,14 @@ Only this module's functions import torch/torchvision (lazy-import rule).
 """
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
+import os
+from urllib.parse import urlsplit
 
 from zoo.errors import (PluginError, UnknownComponentError, WeightsError, did_you_mean,
                         one_line)
+from zoo.weights.network import unreachable_message, url_reachable
 
 PROVIDER = "torchvision"
 _AUX = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
@@ -39,7 +43,7 @@ class TorchvisionProvider:
 
     # -- listing ---------------------------------------------------------------------------
     def list_models(self, pretrained: bool = False) -> list[str]:
-        import torchvision.models as tvm
+        import torchvision.models as tvm  # lazy: torchvision
 
         archs = tvm.list_models(module=tvm)
         if not pretrained:
@@ -50,7 +54,7 @@ class TorchvisionProvider:
         return f"torchvision-{md.version('torchvision')}"
 
     def info(self, arch: str) -> dict:
-        import torch
+        import torch  # lazy: torch
 
         arch, tag = _split(arch)
         self._check_known(arch)
@@ -113,7 +117,7 @@ class TorchvisionProvider:
         :func:`zoo.backbones.default_layer_groups` (``features.0``, ``features.1``, … for the
         ``features``-Sequential families; module paths as names).
         """
-        from zoo.backbones import default_layer_groups
+        from zoo.backbones import default_layer_groups  # lazy: imports torch
 
         body = backbone.body
         names = [n for n, _ in body.named_parameters()]
@@ -133,7 +137,7 @@ class TorchvisionProvider:
         return default_layer_groups(body)
 
     def _check_known(self, arch: str) -> None:
-        import torchvision.models as tvm
+        import torchvision.models as tvm  # lazy: torchvision
 
         archs = tvm.list_models(module=tvm)
         if arch not in archs:
@@ -148,7 +152,7 @@ def _split(name: str) -> tuple[str, str | None]:
 
 
 def _weights_enum(arch: str):
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # lazy: torchvision
 
     try:
         return tvm.get_model_weights(arch)
@@ -179,7 +183,7 @@ def _build(arch: str, entry, weights):
 
     With ``weights`` the builder sets them itself (and would reject conflicting values).
     """
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # lazy: torchvision
 
     kwargs: dict = {}
     if weights is None:
@@ -207,7 +211,7 @@ def _split_classifier(model):
     classification model; without one (SqueezeNet) the top-level child holding the last
     ``Conv2d`` becomes a global average pool and ``classifier`` is ``None``.
     """
-    from torch import nn
+    from torch import nn  # lazy: torch
 
     last_linear = None
     last_conv = None
@@ -234,9 +238,7 @@ def _set_submodule(model, path: str, module) -> None:
 
 
 def _wrap(model, arch: str, entry):
-    import copy
-
-    from zoo.backbones import Backbone
+    from zoo.backbones import Backbone  # lazy: imports torch
 
     path, classifier, feature_dim, replacement = _split_classifier(model)
     source = copy.deepcopy(classifier) if classifier is not None else None
@@ -251,7 +253,7 @@ def _wrap(model, arch: str, entry):
 
 def _zoo_cfg(entry):
     """PretrainedConfig from the entry's eval transforms (resize → center crop → normalize)."""
-    from zoo.backbones import PretrainedConfig
+    from zoo.backbones import PretrainedConfig  # lazy: imports torch
 
     if entry is None:
         return PretrainedConfig()
@@ -297,7 +299,7 @@ def _prefix_groups(names: list[str], spec) -> list[tuple[str, list[str]]]:
 
 
 def _vgg_groups(body) -> list[tuple[str, list[str]]]:
-    from torch import nn
+    from torch import nn  # lazy: torch
 
     groups, current = [], []
     for idx, layer in body.features.named_children():
@@ -320,12 +322,7 @@ def _vgg_groups(body) -> list[tuple[str, list[str]]]:
 
 def _check_download_possible(url: str, name: str) -> None:
     """Raise WeightsError fast when the file is not cached and its host is unreachable."""
-    import os
-    from urllib.parse import urlsplit
-
-    import torch.hub
-
-    from zoo.weights.network import unreachable_message, url_reachable
+    import torch.hub  # lazy: torch
 
     cached = os.path.join(torch.hub.get_dir(), "checkpoints",
                           os.path.basename(urlsplit(url).path))

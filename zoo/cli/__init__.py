@@ -11,9 +11,10 @@ import sys
 
 import click
 
-from zoo.errors import ZooError
-
-DEBUG = False
+from zoo.api import get_catalog
+from zoo.cli import output
+from zoo.cli.output import fail
+from zoo.errors import ZooError, one_line
 
 
 class ZooGroup(click.Group):
@@ -42,11 +43,13 @@ def cli(debug: bool) -> None:
 
 
 def _register_builtin_commands() -> None:
+    # lazy: command modules load when the CLI runs, after `cli` exists
     from zoo.cli import catalog_cmds, run_cmd
 
     for module in (catalog_cmds, run_cmd):
         module.register(cli)
-    for name in ("weights_cmds", "runs_cmds", "compare_cmd", "rank_cmds", "plugin_cmds"):
+    for name in ("weights_cmds", "runs_cmds", "compare_cmd", "rank_cmds", "shift_cmd",
+                 "lr_find_cmd", "plugin_cmds"):
         try:
             module = __import__(f"zoo.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -57,8 +60,6 @@ def _register_builtin_commands() -> None:
 
 
 def _register_plugin_commands() -> None:
-    from zoo.api import get_catalog
-
     pm = get_catalog().pm
     for impl in pm.impls("register_commands"):
         try:
@@ -67,15 +68,9 @@ def _register_plugin_commands() -> None:
             pm.fail_plugin(impl.plugin_name, f"register_commands raised {exc}")
 
 
-def fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def main(argv: list[str] | None = None) -> None:
-    global DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
-    DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
+    output.DEBUG = DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
     if "--debug" in args:  # accepted before or after the subcommand
         args = [a for a in args if a != "--debug"]
     try:
@@ -104,3 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug in zoo or a plugin
+        # Bad input is a ZooError (exit 2); reaching here means zoo failed to validate
+        # something or has a bug: say so in one line (exit 1), never a bare traceback.
+        if DEBUG:
+            raise
+        fail(f"zoo bug: {one_line(exc)} — please report it; rerun with --debug for the "
+             "traceback", 1)

@@ -5,12 +5,14 @@ import sys
 
 import click
 
+from zoo.api import get_catalog, hook_names, model_info, natural_key
 from zoo.cli.output import console, print_json, table
+from zoo.errors import UnknownComponentError, did_you_mean
 
 
 def register(cli: click.Group) -> None:
     for command in (list_cmd, info_cmd, plugins_cmd, strategies_cmd, heads_cmd, metrics_cmd,
-                    datasets_cmd):
+                    datasets_cmd, loggers_cmd):
         cli.add_command(command)
 
 
@@ -28,8 +30,6 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
     zoo list 'resnet*' --pretrained    one row per pretrained tag (resnet18.a1_in1k ...)
     zoo list 'timm:vit_*'              one provider
     """
-    from zoo.api import get_catalog
-
     cat = get_catalog()
     for p in providers:
         cat.get("providers", p)
@@ -38,7 +38,6 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
     rows: dict[tuple, list[str]] = {}
     for ref in refs:
         rows.setdefault((ref.arch, ref.tag), []).append(ref.provider)
-    from zoo.catalog import natural_key
 
     items = sorted(rows.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1] or ""))
     if limit is not None:
@@ -71,8 +70,6 @@ def list_cmd(pattern, pretrained, providers, as_json, limit):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_cmd(model, as_json):
     """Provider(s), parameters, input size, mean/std and pretrained tags of MODEL."""
-    from zoo.api import model_info
-
     info = model_info(model)
     if as_json:
         print_json(info)
@@ -101,16 +98,10 @@ def info_cmd(model, as_json):
               help="Print pip requirement lines of the installed third-party plugins.")
 def plugins_cmd(hook, as_json, requirements):
     """Every plugin: built-in or not, version, hooks, components, and failures (in red)."""
-    from zoo.api import get_catalog
-
     cat = get_catalog()
     records = list(cat.pm.records.values())
     if hook:
-        from zoo.errors import UnknownComponentError, did_you_mean
-        from zoo import hookspecs
-
-        names = [n for n in dir(hookspecs) if not n.startswith("_") and
-                 callable(getattr(hookspecs, n)) and n not in ("hookspec", "hookimpl")]
+        names = hook_names()
         if hook not in names:
             raise UnknownComponentError(f"unknown hook '{hook}'{did_you_mean(hook, names)}")
         records = [r for r in records if hook in r.hooks]
@@ -143,15 +134,15 @@ def _component_command(kind: str, title: str):
     @click.command(kind, help=f"Installed {title} and the plugin that gave each.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def command(as_json):
-        from zoo.api import get_catalog
-
         cat = get_catalog()
         comps = [cat.components[kind][n] for n in cat.names(kind)]
         if as_json:
             print_json([{"name": c.name, "plugin": c.plugin, "description": c.description,
                          **({"defaults": getattr(c.obj, "defaults", {})}
                             if kind == "strategies" else {}),
-                         **{k: v for k, v in c.options.items()}} for c in comps])
+                         **{k: list(v) if isinstance(v, tuple) else v
+                            for k, v in c.options.items() if not callable(v)}}
+                        for c in comps])
             return
         rows = []
         for c in comps:
@@ -162,6 +153,8 @@ def _component_command(kind: str, title: str):
             if kind == "metrics":
                 extra = f"mode={c.options.get('mode', 'max')}" + (
                     "" if c.options.get("scalar", True) else ", file")
+            if c.options.get("default"):  # what a job that names none uses
+                desc = f"{desc} (default)" if desc else "(default)"
             rows.append([c.name, c.plugin, desc, extra])
         extra_col = {"strategies": "params", "metrics": "notes"}.get(kind, "")
         console().print(table(title, ["name", "plugin", "description", extra_col], rows))
@@ -173,3 +166,4 @@ strategies_cmd = _component_command("strategies", "strategies")
 heads_cmd = _component_command("heads", "heads")
 metrics_cmd = _component_command("metrics", "metrics")
 datasets_cmd = _component_command("datasets", "datasets")
+loggers_cmd = _component_command("loggers", "loggers")

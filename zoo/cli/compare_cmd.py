@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from zoo.api import compare, get_catalog
 from zoo.cli.output import console, print_json, table
 from zoo.cli.run_cmd import flags_tree, job_options
 
@@ -35,9 +36,6 @@ def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, set
     (bars with ±1 std error bars, val curves).  `--set NAME:KEY=VALUE` sets a key for
     one strategy only.
     """
-    from zoo.api import get_catalog
-    from zoo.tools.compare import compare
-
     cat = get_catalog(registry=registry) if registry else get_catalog()
     tree = flags_tree(cat, **flags)
     names = [s.strip() for s in strategies.split(",") if s.strip()]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from zoo.kit.scaffold import new_plugin, plugin_names
+
 
 def register(cli: click.Group) -> None:
     cli.add_command(new_plugin_cmd)
@@ -26,8 +28,6 @@ def new_plugin_cmd(name, kind, directory):
     The package has a pyproject.toml (entry point in group "zoo"), the hook implementation,
     a README and tests using zoo.testing.  See docs/plugins.md.
     """
-    from zoo.kit.scaffold import new_plugin, plugin_names
-
     root, files = new_plugin(name, kind, directory)
     names = plugin_names(name)
     click.echo(f"created {root}/ ({kind} '{names.component}', plugin '{names.entry_point}'):")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from zoo import api as ex
+from zoo.api import RANK_METRICS as METRICS, get_catalog, rank_models as rank, ranked
 from zoo.cli.output import console, print_json, table
 from zoo.cli.run_cmd import flags_tree, job_options
 
@@ -46,9 +48,6 @@ def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset
     ridge probe.  A model whose weights are missing is listed with the reason.  The folder
     OUT/NAME gets rank.json, rank.csv and, with --validate, rank.png (score vs accuracy).
     """
-    from zoo.api import get_catalog
-    from zoo.tools.rank import rank
-
     cat = get_catalog(registry=registry) if registry else get_catalog()
     tree = flags_tree(cat, **flags)
     out = console(stderr=as_json)
@@ -69,8 +68,6 @@ def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset
 
 
 def print_ranking(out, result: dict) -> None:
-    from zoo.tools.rank import METRICS, ranked
-
     metric = result["metric"]
     validated = any((r.get("validation") or {}).get("accuracy") is not None
                     for r in result["models"])
@@ -94,8 +91,8 @@ def print_ranking(out, result: dict) -> None:
         if (r.get("validation") or {}).get("error"):
             notes.append(f"{r['candidate']}: validation failed — {r['validation']['error']}")
     held = result.get("heldout") or "-"
-    from rich import box
-    from rich.table import Table
+    from rich import box  # lazy: rich
+    from rich.table import Table  # lazy: rich
 
     t = Table(title=f"zoo rank on {result['data']}: {result.get('n_train')} train images, "
                     f"{result.get('num_classes')} classes (by {metric}*, higher is better)",
@@ -144,8 +141,6 @@ def explain_cmd(run_dir, images, method, target, top_losses, out, device, as_jso
     per image (image | overlay), grid-METHOD.png and explain.json, or
     top_losses-METHOD.png and top_losses.json.
     """
-    from zoo.tools import explain as ex
-
     if top_losses is None and not images:
         raise click.UsageError("give IMAGE files to explain, or --top-losses N")
     if top_losses is not None and images:

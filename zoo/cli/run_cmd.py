@@ -2,12 +2,34 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
+from zoo import api
+from zoo.cli import output
 from zoo.cli.output import console, print_json, table
+from zoo.api import JobSpec, check_out_dir, get_catalog, load_job, load_run_job
+from zoo.errors import ZooError
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(run_cmd)
+
+
+class _LearningRate(click.ParamType):
+    """A positive number, or ``auto`` (``train.lr: auto``: resolved by the LR range test)."""
+
+    name = "LR|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, float) else "auto"
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or auto", param, ctx)
+
+
+LR = _LearningRate()
 
 
 def job_options(f):
@@ -22,7 +44,9 @@ def job_options(f):
         click.option("--head", default=None, help="Head name (linear, mlp, ...)."),
         click.option("--epochs", type=int, default=None, help="Training epochs."),
         click.option("--batch-size", type=int, default=None, help="Batch size."),
-        click.option("--lr", type=float, default=None, help="Base learning rate."),
+        click.option("--lr", type=LR, default=None,
+                     help="Base learning rate, or auto: the LR range test's suggestion for "
+                          "the strategy (zoo lr-find)."),
         click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
         click.option("--device", default=None, help="auto | cpu | cuda | cuda:N | mps."),
         click.option("--image-size", type=int, default=None,
@@ -121,15 +145,8 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     The run folder (runs/NAME/) holds job.yaml, metrics.jsonl, splits.json,
     model.safetensors, summary.json, curves.png and confusion.png.
     """
-    from zoo.api import get_catalog, load_job
-    from zoo.errors import ZooError
-    from zoo.jobspec import JobSpec
-
     cat = get_catalog(registry=registry) if registry else get_catalog()
     if resume:
-        from zoo.io import runfolder as rundir
-        from zoo.jobspec import load_job_file, job_from_tree
-
         given = [name for name, value in [("MODEL", model), ("--strategy", strategy),
                                           ("--preset", preset), ("--config", config),
                                           ("--set", sets)] if value]
@@ -138,9 +155,8 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         if given:
             raise click.UsageError(f"--resume continues a run with its own job.yaml; drop "
                                    f"{', '.join(given)} (start a new run to change the job)")
-        run_dir = rundir.require_run_dir(resume)
-        layer = load_job_file(run_dir / "job.yaml")
-        job = job_from_tree(layer.tree, layer.lines, layer.source)
+
+        job = load_run_job(resume)
     else:
         if not model and not config and not preset and not any(s.startswith("model=")
                                                                 for s in sets):
@@ -150,24 +166,25 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         job = load_job(model, config=config, preset=preset, flags=tree, sets=list(sets),
                        registry=cat.registry)
     assert isinstance(job, JobSpec)
-    from zoo.engine import distributed
-    from zoo.engine.pipeline import run
+    if not plan_only and not resume:
+        check_out_dir(job.out)  # a file or a read-only place: one line before any work
 
     if nproc and nproc > 1 and not plan_only:  # the job is valid: start the ranks
-        if distributed.launched():
+        if api.is_rank_process():
             raise click.UsageError("--nproc: this process is already one rank of a torchrun "
                                    "job (WORLD_SIZE is set); drop --nproc")
-        code = distributed.launch(nproc, _relaunch_args(click.get_current_context()))
+        code = api.launch_ranks(nproc, _relaunch_args(click.get_current_context()))
         if code:
             raise ZooError(f"distributed run failed: torchrun exited with status {code}; the "
                            "first failing rank's error is above")
         return
-    if distributed.launched() and distributed.env_rank() != 0:
-        run(job, cat, quiet=True, resume=resume, plan_only=plan_only)  # rank 0 reports
+    if api.is_rank_process() and api.rank_of_process() != 0:
+        if not plan_only:
+            api.run(job, catalog=cat, quiet=True, resume=resume)  # rank 0 reports
         return
     out = console(stderr=as_json)
     if plan_only:
-        plan = run(job, cat, quiet=True, plan_only=True)
+        plan = api.plan(job, catalog=cat)
         if as_json:
             print_json(plan)
         else:
@@ -176,7 +193,7 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     if not quiet and not as_json:
         out.print(f"[bold]zoo run[/bold] {job.model} · strategy {job.strategy.name} · "
                   f"data {job.data.path or job.data.name} · {job.train.epochs} epochs")
-    summary = run(job, cat, quiet=quiet or as_json, console=out, resume=resume)
+    summary = api.run(job, catalog=cat, quiet=quiet or as_json, console=out, resume=resume)
     if as_json:
         print_json(summary)
         return
@@ -189,11 +206,7 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
     """This ``zoo run`` command line, rebuilt from its parsed parameters, minus ``--nproc``."""
-    from click.core import ParameterSource
-
-    from zoo.cli import DEBUG
-
-    args = (["--debug"] if DEBUG else []) + [ctx.info_name or "run"]
+    args = (["--debug"] if output.DEBUG else []) + [ctx.info_name or "run"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         source = ctx.get_parameter_source(param.name)
@@ -217,10 +230,25 @@ def print_plan(out, plan: dict) -> None:
     for phase in plan["phases"]:
         rows = [[g["name"], f"{g['params']:,}", "yes" if g["trainable"] else "frozen",
                  f"{g['lr']:.3g}" if g["trainable"] else "-"] for g in phase["groups"]]
+        # parameter-level selections (bitfit's biases, LoRA's adapters) as rows of their own
+        rows += [[f"select: {s['name']}", f"{s.get('trainable_params', 0):,}", "yes",
+                  f"{s['lr']:.3g}"] for s in phase.get("selections", [])]
         terms = ", ".join(phase["loss_terms"]) or "none"
+        extra = "".join([f", steps {phase['steps']}" if phase.get("steps") == "none" else "",
+                         f", streams: {', '.join(phase['streams'])}"
+                         if phase.get("streams") else ""])
+        pct = phase.get("trainable_percent")
         out.print(table(f"phase '{phase['name']}': {phase['epochs']} epochs, BN {phase['bn']}, "
-                        f"base lr {phase['base_lr']:.3g}, loss terms: {terms}",
+                        f"base lr {phase['base_lr']:.3g}, loss terms: {terms}{extra}",
                         ["layer group", "params", "trainable", "lr"], rows,
-                        caption=f"trainable params: {phase['trainable_params']:,}"))
+                        caption=f"trainable params: {phase['trainable_params']:,}"
+                        + (f" ({pct:.2f}% of all)" if pct is not None else "")))
+    for change in plan.get("model_changes", []):
+        desc = ", ".join(f"{k}={v}" for k, v in change.items() if k not in ("name", "notes"))
+        out.print(f"model change {change.get('name')}: {desc}")
     for note in plan.get("notes", []):
         out.print(note)
+    if plan.get("threads"):
+        t = plan["threads"]
+        out.print(f"threads: {t['torch_threads']} torch thread(s), {t['workers']} DataLoader "
+                  f"worker(s) of {t['cores']} usable core(s) — {t['reason']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from zoo.api import evaluate_run, export_run, list_runs, predict, read_run_summary
 from zoo.cli.output import console, print_json, table
 
 
@@ -26,13 +27,12 @@ def register(cli: click.Group) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def eval_cmd(run_dir, data, data_root, device, batch_size, as_json):
     """Metrics of RUN_DIR's saved model on its own test split (splits.json) or on --data."""
-    from zoo.io import runfolder as rundir
-    from zoo.runs.reuse import evaluate_run
-
     metrics = evaluate_run(run_dir, data=data, device=device, batch_size=batch_size,
                            data_root=data_root)
-    recorded = ((rundir.read_summary(rundir.require_run_dir(run_dir)) or {}).get("test")
+    recorded = ((read_run_summary(run_dir) or {}).get("test")
                 or {}) if data is None else {}
+    if not isinstance(recorded, dict):  # a damaged summary.json: nothing to compare with
+        recorded = {}
     result = {"run_dir": str(run_dir), "data": data or "the run's test split",
               "metrics": metrics}
     if recorded:
@@ -53,8 +53,6 @@ def eval_cmd(run_dir, data, data_root, device, batch_size, as_json):
 @click.option("--limit", type=int, default=None, help="Show at most N runs.")
 def runs_cmd(parent, as_json, limit):
     """Past runs under PARENT (default ./runs), newest first."""
-    from zoo.runs.reuse import list_runs
-
     rows = list_runs(parent)
     if limit is not None:
         rows = rows[:limit]
@@ -80,8 +78,6 @@ def runs_cmd(parent, as_json, limit):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def predict_cmd(run_dir, images, top_k, device, as_json):
     """Classify IMAGE files with RUN_DIR's model: top classes and probabilities."""
-    from zoo.runs.predict import predict
-
     results = predict(run_dir, list(images), top_k=top_k, device=device)
     if as_json:
         print_json(results)
@@ -106,8 +102,6 @@ def export_cmd(run_dir, fmt, out, as_json):
     The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
     files get a .json sidecar with classes, image size and mean/std.
     """
-    from zoo.runs.export import export_run
-
     result = export_run(run_dir, fmt, out)
     if as_json:
         print_json(result)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from zoo.api import (WeightStore, get_catalog, import_weights as import_file, pull_weights as pull,
+                     remove_weights as remove_model, weights_path as store_path)
+from zoo.cli.output import fail
 from zoo.cli.output import console, print_json, table
 
 
@@ -39,12 +42,10 @@ def _size(n) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json):
     """Stored weights: model, tag, size, sha256, source, date."""
-    from zoo.weights.resolve import WeightStore
-
     store = WeightStore()
     rows = store.entries()
     if as_json:
-        print_json([dict(e, path=str(store.root / e["file"])) for e in rows])
+        print_json([dict(e, path=str(store.root / str(e.get("file")))) for e in rows])
         return
     out = console()
     if not rows:
@@ -67,9 +68,6 @@ def list_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest entry as JSON.")
 def pull_cmd(model, tag, source, force, as_json):
     """Fetch MODEL's pretrained weights into the store (needs network for hub weights)."""
-    from zoo.api import get_catalog
-    from zoo.weights.manage import pull
-
     result = pull(get_catalog(), model, tag, source=source, force=force)
     if as_json:
         print_json(result)
@@ -92,9 +90,6 @@ def import_cmd(file, model, tag, force, as_json):
     or by order when every shape matches.  .pth files are read with
     torch.load(weights_only=True): a pickle that needs code to load is refused.
     """
-    from zoo.api import get_catalog
-    from zoo.weights.manage import import_file
-
     result = import_file(get_catalog(), file, model, tag, force=force)
     if as_json:
         print_json(result)
@@ -114,10 +109,6 @@ def import_cmd(file, model, tag, force, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def verify_cmd(as_json):
     """Re-hash every stored file against the manifest; exit 1 when any fails."""
-    from zoo.weights.resolve import WeightStore
-
-    from zoo.cli import fail
-
     store = WeightStore()
     rows = store.verify()
     bad = [r for r in rows if r["status"] != "ok"]
@@ -143,9 +134,6 @@ def verify_cmd(as_json):
 @click.option("--tag", default=None, help="Weights tag.")
 def path_cmd(model, tag):
     """Print the path of MODEL's stored safetensors file."""
-    from zoo.api import get_catalog
-    from zoo.weights.manage import store_path
-
     click.echo(str(store_path(get_catalog(), model, tag)))
 
 
@@ -155,9 +143,6 @@ def path_cmd(model, tag):
 @click.option("--json", "as_json", is_flag=True, help="Print the removed entry as JSON.")
 def rm_cmd(model, tag, as_json):
     """Delete MODEL's stored weights (file and manifest entry)."""
-    from zoo.api import get_catalog
-    from zoo.weights.manage import remove_model
-
     removed = remove_model(get_catalog(), model, tag)
     if as_json:
         print_json(removed)

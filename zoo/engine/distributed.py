@@ -18,12 +18,17 @@ same job; the pieces here are the only places where ranks differ or talk to each
   :func:`broadcast_object` are the collectives the loop, the feature cache and the runner use.
 
 Outside torchrun (``WORLD_SIZE`` unset or 1) every function here is a no-op.
+
+Size: over 400 lines on purpose — every place where ranks differ or talk to each other is in
+this one module, so distributed behaviour can be audited (and reviewed for deadlocks) in
+one file.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import random
 import re
 import signal
 import subprocess
@@ -178,8 +183,6 @@ def sampler(dataset, shuffle: bool, generator=None):
 
 def worker_init(worker_id: int) -> None:
     """DataLoader workers of different ranks draw different augmentations."""
-    import random
-
     offset = 1_000_003 * env_rank()
     seed = torch.initial_seed() + offset
     torch.manual_seed(seed)

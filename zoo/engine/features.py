@@ -6,15 +6,19 @@ val/test splits) and by ``zoo rank``.  Features live in memory; past the job's
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from zoo.engine.data import make_loader
 
 
 @torch.inference_mode()
 def extract_features(backbone, loader, device, precision: str = "fp32",
                      channels_last: bool = False, progress=None, label: str = "features"):
     """``(features float32 [N, D], targets long [N])`` of every sample in ``loader``."""
-    from zoo.engine.loop import autocast_for
+    from zoo.engine.runtime import autocast_for  # lazy: torch
 
     backbone.eval()
     feats, targets = [], []
@@ -68,10 +72,7 @@ class FeatureCache:
 
     def dataset(self, split: str) -> FeatureDataset:
         if split not in self.splits:
-            import time
-
-            from zoo.engine import distributed
-            from zoo.engine.data import make_loader
+            from zoo.engine import distributed  # lazy: imports torch
 
             start = time.perf_counter()
             image_loader = self.image_loaders[split]
@@ -91,6 +92,4 @@ class FeatureCache:
 
     def loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         """Cached features of ``split`` (this rank's shard of them under torchrun)."""
-        from zoo.engine.data import make_loader
-
         return make_loader(self.dataset(split), batch_size, shuffle, self.job.seed, 0, "cpu")

@@ -15,76 +15,21 @@ loss are agreed on by all ranks (torchmetrics syncs the metrics itself).
 from __future__ import annotations
 
 import math
-import os
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from zoo import faults
 from zoo.engine import distributed
-from zoo.errors import TrainingError
-from zoo.strategy import LossContext, apply_phase, set_train_mode
-
-
-@dataclass
-class EpochResult:
-    epoch: int
-    phase: str
-    train_loss: float
-    val: dict
-    lr: list
-    seconds: float
-    images_per_second: float
-    skipped_steps: int = 0
-    cached_features: bool = False
-
-    def record(self) -> dict:
-        return {"epoch": self.epoch, "phase": self.phase,
-                "train": {"loss": self.train_loss, "images_per_second": self.images_per_second,
-                          "skipped_steps": self.skipped_steps},
-                "val": self.val, "lr": self.lr, "seconds": round(self.seconds, 4),
-                "cached_features": self.cached_features}
-
-
-@dataclass
-class FitState:
-    """Everything needed to resume: saved after every complete epoch."""
-
-    epoch: int = 0                 # epochs completed
-    best_value: float | None = None
-    best_epoch: int = 0
-    best_state: dict | None = None
-    bad_epochs: int = 0
-    history: list = field(default_factory=list)
-    optimizer_state: dict | None = None  # of the phase in progress
-
-
-class CheckpointPacer:
-    """Decides when an epoch's checkpoint is worth writing.
-
-    Always when it costs under 10% of the epoch it protects, and at least every
-    ``max_gap`` seconds; a 10 ms cached-feature epoch is not made 4× slower by a 40 ms
-    checkpoint.  The loop also saves at the end of every phase, so an interrupt loses at
-    most ``max_gap`` seconds of work.
-    """
-
-    def __init__(self, max_gap: float = 5.0):
-        self.cost = 0.0
-        self.max_gap = max_gap
-        self.last = time.perf_counter()
-
-    def due(self, epoch_seconds: float) -> bool:
-        return (self.cost <= 0.1 * epoch_seconds
-                or time.perf_counter() - self.last >= self.max_gap)
-
-    def save(self, checkpoint: Callable, state) -> None:
-        start = time.perf_counter()
-        checkpoint(state)
-        self.last = time.perf_counter()
-        self.cost = self.last - start
+from zoo.engine.guard import signals_deferred
+from zoo.engine.runtime import Runtime, autocast_for
+from zoo.engine.state import (CheckpointPacer, EpochResult, FitState,  # noqa: F401
+                              snapshot, trainable_names)
+from zoo.errors import ConfigError, TrainingError
+from zoo.engine.phases import PhaseStats, StreamFeeder, run_fit_phase
+from zoo.strategy import LossContext, apply_model_changes, apply_phase, set_train_mode
 
 
 def make_optimizer(name: str, param_groups: list[dict], job) -> torch.optim.Optimizer:
@@ -105,13 +50,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.inference_mode()
@@ -181,33 +119,60 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
         for a phase whose backbone is frozen (``None``: run the backbone every step).
     :param on_epoch: called with each :class:`EpochResult` (metrics.jsonl, hooks).
     :param checkpoint: called with the state after every complete epoch (resume).
+    :param device: a :class:`zoo.engine.runtime.Runtime`, or a device (a Runtime is made
+        from the job's precision, channels_last and grad_clip).
     """
+    rt = device if isinstance(device, Runtime) else Runtime.for_job(job, device)
     state = state or FitState()
+    if state.stopped_early or (job.train.early_stop_patience and state.epoch and
+                               state.bad_epochs >= job.train.early_stop_patience):
+        # resumed after early stopping: the uninterrupted run trained no more epochs
+        state.stopped_early = True
+        state.epoch = plan.epochs
+        return state
     t = job.train
     monitor, mode = job.monitor.metric, job.monitor.mode
-    criterion = nn.CrossEntropyLoss(weight=_class_weights(job, loaders["train"], device),
+    criterion = nn.CrossEntropyLoss(weight=_class_weights(job, loaders["train"], rt.device),
                                     label_smoothing=t.label_smoothing)
-    scaler = (torch.amp.GradScaler("cuda") if t.precision == "fp16" and device.type == "cuda"
-              else None)
     ckpt = CheckpointPacer()
-    fault = _fault()  # test-only fault injection, read once
-    fault_epoch = _fault_epoch()
+    fault_epoch = faults.interrupt_after_epoch()  # test-only (zoo.faults)
+    apply_model_changes(plan, model, groups)  # once per model (the pipeline did it already)
     epoch_base = 0
     for phase in plan.phases:
         if state.epoch >= epoch_base + phase.epochs:  # finished before a resume
             epoch_base += phase.epochs
             continue
-        param_groups = apply_phase(model, groups, phase, t.lr)
+        if phase.steps == "none":  # closed-form work: fit(ctx), then val like an epoch
+            # cached features only while nothing before this phase changed the backbone
+            fresh = all(p.steps == "gradient" and p.backbone_frozen() and not plan.model_changes
+                        for p in plan.phases[:plan.phases.index(phase)])
+            cached = feature_loaders(phase) if feature_loaders and fresh else None
+            for epoch_in_phase in range(state.epoch - epoch_base, phase.epochs):
+                epoch = epoch_base + epoch_in_phase + 1
+                _fit_epoch(phase, epoch, model, job, loaders, metrics, rt, state, cached,
+                           on_epoch, log)
+                if checkpoint:
+                    ckpt.save(checkpoint, state)
+                if fault_epoch is not None and epoch == fault_epoch:
+                    raise KeyboardInterrupt  # test-only: ZOO_FAULT=interrupt_after_epoch:N
+            epoch_base += phase.epochs
+            state.optimizer_state = None
+            continue
+        param_groups = apply_phase(model, groups, phase, t.lr, t.weight_decay)
         if state.best_state is not None:  # tensors shared while frozen may train now
             state.best_state = {k: v.clone() if k in trainable_names(model) else v
                                 for k, v in state.best_state.items()}
         for term in phase.loss_terms:
-            term.to(device)
+            term.to(rt.device)
         planned_lrs = [g["lr"] for g in param_groups]
         optimizer = make_optimizer(t.optimizer, param_groups, job)
         if state.optimizer_state is not None and state.epoch > epoch_base:
             optimizer.load_state_dict(state.optimizer_state)
-        cached = feature_loaders(phase) if feature_loaders else None
+        # a phase that trains any backbone parameter (selections, adapters) never runs on
+        # cached features, whatever its groups say
+        backbone_trains = any(p.requires_grad for p in model.backbone.parameters())
+        cached = feature_loaders(phase) if feature_loaders and not backbone_trains else None
+        feeder = StreamFeeder(phase, loaders, rt.inputs) if phase.streams else None
         train_loader = cached["train"] if cached else loaders["train"]
         val_loader = cached["val"] if cached else loaders.get("val")
         forward = model.head if cached else model
@@ -216,15 +181,17 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
         warmup = steps_per_epoch * min(t.warmup_epochs, phase.epochs)
         needs_features = any(getattr(term, "needs_features", True) for term in phase.loss_terms)
         # under torchrun: this phase's trainable part in DDP (rebuilt every phase); else None
-        ddp = distributed.wrap_phase(model, phase, cached is not None,
-                                     bool(phase.loss_terms) and needs_features)
+        ddp = rt.wrap_phase(model, phase, cached is not None,
+                            bool(phase.loss_terms) and needs_features)
 
         for epoch_in_phase in range(state.epoch - epoch_base, phase.epochs):
             epoch = epoch_base + epoch_in_phase + 1
             start = time.perf_counter()
             set_train_mode(model, groups, phase)
             _seed_epoch(train_loader, job.seed, epoch)
-            running, seen, skipped = 0.0, 0, 0
+            if feeder is not None:
+                feeder.start_epoch(job.seed, epoch)
+            running, seen, skipped, n_steps, stream_seen = 0.0, 0, 0, 0, {}
             task = progress.add_task(f"epoch {epoch}/{plan.epochs} [{phase.name}]",
                                      total=steps_per_epoch, loss="-", ips="-") if progress else None
             for step, (inputs, targets) in enumerate(train_loader):
@@ -232,11 +199,11 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                 factor = lr_factor(global_step, total_steps, warmup, t.scheduler)
                 for group, base in zip(optimizer.param_groups, planned_lrs):
                     group["lr"] = base * factor
-                inputs = inputs.to(device, non_blocking=True)
-                if t.channels_last and inputs.dim() == 4:
-                    inputs = inputs.to(memory_format=torch.channels_last)
-                targets = targets.to(device, non_blocking=True)
-                with autocast_for(device, t.precision):
+                inputs, targets = rt.inputs(inputs), rt.targets(targets)
+                streams = feeder.next() if feeder is not None else {}
+                for name, batch in streams.items():
+                    stream_seen[name] = stream_seen.get(name, 0) + len(batch)
+                with rt.autocast():
                     if ddp is not None:
                         features, logits = ddp(inputs)
                     elif phase.loss_terms and not cached and needs_features:
@@ -246,12 +213,13 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                         features, logits = None, forward(inputs)
                     loss = criterion(logits.float(), targets)
                     if phase.loss_terms:
-                        ctx = LossContext(model, inputs, targets, features, logits, step, epoch)
+                        ctx = LossContext(model, inputs, targets, features, logits, step, epoch,
+                                          streams)
                         for term in phase.loss_terms:
                             loss = loss + term(ctx)
                 loss_value = loss.item()  # the one host sync per step (NaN check, progress)
-                bad = not math.isfinite(loss_value) or bool(fault and _fault_nan(epoch, step))
-                if distributed.any_rank(bad):  # all ranks skip (or stop) together
+                bad = not math.isfinite(loss_value) or faults.nan_at(epoch, step)
+                if rt.any_rank(bad):  # all ranks skip (or stop) together
                     if t.on_nan == "skip":
                         skipped += 1
                         optimizer.zero_grad(set_to_none=True)
@@ -260,32 +228,20 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                         f"loss became {loss_value} at epoch {epoch}, step {step + 1} — lower "
                         f"the learning rate (now {t.lr:g}, e.g. --lr {t.lr / 10:g}) or use "
                         "--set train.on_nan=skip; the last good checkpoint is kept")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if t.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(_trainable(optimizer), t.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if t.grad_clip:
-                        nn.utils.clip_grad_norm_(_trainable(optimizer), t.grad_clip)
-                    optimizer.step()
+                rt.backward_and_step(loss, optimizer)
+                n_steps += 1
                 running += loss_value * targets.numel()
                 seen += targets.numel()
                 if progress is not None:
                     elapsed = time.perf_counter() - start
                     progress.update(task, advance=1, loss=f"{running / max(1, seen):.4f}",
                                     ips=f"{seen / max(elapsed, 1e-9):.0f}")
-                if fault:
-                    _fault_interrupt_mid_epoch(epoch, step)
+                faults.after_step(epoch, step, distributed.rank(), distributed.active(),
+                                  distributed.crash_now)
             if progress is not None:
                 progress.remove_task(task)
-            running, seen, skipped = distributed.all_reduce_sums(running, seen, skipped)
-            distributed.sync_buffers(model)  # rank 0's BatchNorm statistics everywhere
-            distributed.check_in_sync(model, f"after epoch {epoch}")
+            running, seen, skipped = rt.all_reduce_sums(running, seen, skipped)
+            rt.end_epoch(model, epoch)
             if seen == 0 and skipped:
                 raise TrainingError(f"every step of epoch {epoch} had a non-finite loss — "
                                     f"lower the learning rate (now {t.lr:g})")
@@ -294,13 +250,16 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             model.eval()
             val: dict = {}
             if val_loader is not None and len(val_loader.dataset) > 0:
-                val_raw, _ = evaluate(forward, val_loader, metrics, device, t.precision,
+                val_raw, _ = evaluate(forward, val_loader, metrics, rt.device, t.precision,
                                       t.channels_last)
                 val = {k: v for k, v in val_raw.items() if isinstance(v, float)}
             elapsed = time.perf_counter() - start
+            passes = {} if cached else {"train": seen, **(
+                {"val": len(val_loader.dataset)} if val else {})}
             result = EpochResult(epoch, phase.name, running / max(1, seen), val,
                                  [g["lr"] for g in optimizer.param_groups], elapsed,
-                                 seen / max(elapsed, 1e-9), skipped, cached is not None)
+                                 seen / max(elapsed, 1e-9), skipped, cached is not None,
+                                 n_steps, {**passes, **stream_seen})
             state.epoch = epoch
             state.history.append(result.record())
             value = val.get(monitor, val.get("loss")) if val else -result.train_loss
@@ -313,39 +272,63 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             else:
                 state.bad_epochs += 1
             state.optimizer_state = optimizer.state_dict()
-            if on_epoch:
-                on_epoch(result)
-            if checkpoint and (ckpt.due(elapsed) or epoch_in_phase == phase.epochs - 1
-                               or epoch == fault_epoch or t.early_stop_patience):
-                ckpt.save(checkpoint, state)
+            # a signal from here to the checkpoint's rename waits: no completed epoch is lost
+            with signals_deferred():
+                if on_epoch:
+                    on_epoch(result)
+                if checkpoint and (ckpt.due(elapsed) or epoch_in_phase == phase.epochs - 1
+                                   or epoch == fault_epoch or t.early_stop_patience):
+                    ckpt.save(checkpoint, state)
+                elif checkpoint:
+                    ckpt.hold(checkpoint, state, model)
             if fault_epoch is not None and epoch == fault_epoch:
                 raise KeyboardInterrupt  # test-only: ZOO_FAULT=interrupt_after_epoch:N
             if t.early_stop_patience and state.bad_epochs >= t.early_stop_patience:
                 log(f"early stop: no {monitor} improvement for {state.bad_epochs} epochs")
-                state.epoch = plan.epochs
+                state.epoch, state.stopped_early = plan.epochs, True
+                if checkpoint:  # so that a resume from here trains nothing more
+                    ckpt.save(checkpoint, state)
                 return state
         epoch_base += phase.epochs
         state.optimizer_state = None
     return state
 
 
-def trainable_names(model: nn.Module) -> set[str]:
-    return {n for n, p in model.named_parameters() if p.requires_grad}
+def _fit_epoch(phase, epoch: int, model, job, loaders: dict, metrics: dict, rt, state,
+               cached: dict | None, on_epoch, log) -> None:
+    """One epoch of a ``steps="none"`` phase: ``phase.fit(ctx)``, then val like an epoch.
 
+    Its result is always kept as the best state: a closed-form step (a fitted head,
+    re-estimated statistics) is the method's answer, which the val split does not veto.
+    """
+    start = time.perf_counter()
 
-def snapshot(model: nn.Module) -> dict:
-    """The model's state for "best epoch so far": trainable parameters and buffers are
-    copied; frozen parameters are shared (they cannot change during this phase, and
-    :func:`fit` copies them before a later phase trains them) — a frozen backbone is not
-    duplicated in memory."""
-    train = trainable_names(model)
-    params = {n for n, _ in model.named_parameters()}
-    return {k: (v.detach().clone() if k in train or k not in params else v.detach())
-            for k, v in model.state_dict().items()}
+    def from_cache(split: str):
+        loader = (cached or {}).get(split)
+        return tuple(loader.dataset.tensors) if loader is not None else None
 
-
-def _trainable(optimizer) -> list:
-    return [p for g in optimizer.param_groups for p in g["params"]]
+    stats = PhaseStats(phase.name, phase.steps)
+    run_fit_phase(phase, model, job, loaders["train"].dataset.classes, loaders, rt.device,
+                  from_cache, stats, log)
+    model.eval()
+    val: dict = {}
+    val_loader = loaders.get("val")
+    if val_loader is not None and len(val_loader.dataset) > 0:
+        val_raw, _ = evaluate(model, val_loader, metrics, rt.device, job.train.precision,
+                              job.train.channels_last)
+        val = {k: v for k, v in val_raw.items() if isinstance(v, float)}
+        stats.backbone_passes["val"] = len(val_loader.dataset)
+    elapsed = time.perf_counter() - start
+    result = EpochResult(epoch, phase.name, 0.0, val, [], elapsed, 0.0, 0, cached is not None,
+                         0, stats.backbone_passes)
+    state.epoch = epoch
+    state.history.append(result.record())
+    state.best_value = val.get(job.monitor.metric, val.get("loss")) if val else 0.0
+    state.best_epoch, state.bad_epochs = epoch, 0
+    state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.optimizer_state = None
+    if on_epoch:
+        on_epoch(result)
 
 
 def _class_weights(job, loader, device):
@@ -360,7 +343,6 @@ def _class_weights(job, loader, device):
     else:
         weights = torch.as_tensor([float(w) for w in cw])
         if weights.numel() != num_classes:
-            from zoo.errors import ConfigError
             raise ConfigError(f"'train.class_weights' has {weights.numel()} values for "
                               f"{num_classes} classes")
     return weights.to(device)
@@ -378,32 +360,3 @@ def _seed_epoch(loader, seed: int, epoch: int) -> None:
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
-
-
-# -- test-only fault injection (documented in docs/reliability.md) -------------------------
-def _fault() -> str:
-    return os.environ.get("ZOO_FAULT", "")
-
-
-def _fault_epoch() -> int | None:
-    f = _fault()
-    return int(f.split(":", 1)[1]) if f.startswith("interrupt_after_epoch:") else None
-
-
-def _fault_nan(epoch: int, step: int) -> bool:
-    f = _fault()
-    return f == f"nan_at:{epoch}:{step + 1}" or (f == "nan_always")
-
-
-def _fault_interrupt_mid_epoch(epoch: int, step: int) -> None:
-    f = _fault()
-    if (f.startswith("crash_rank:") and distributed.active() and epoch == 1 and step == 0
-            and f == f"crash_rank:{distributed.rank()}"):
-        distributed.crash_now()  # a hard crash of one rank after its first step
-    if f.startswith("signal_at:"):
-        _, e, s, sig = (f.split(":") + ["INT"])[:4]
-        if int(e) == epoch and int(s) == step + 1:
-            import signal
-            os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
-    if f == f"interrupt_at:{epoch}:{step + 1}":
-        raise KeyboardInterrupt

@@ -9,7 +9,7 @@ from zoo.backbones import PretrainedConfig
 
 
 def _interpolation(name: str):
-    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import InterpolationMode  # lazy: torchvision
 
     return {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST,
             "bilinear": InterpolationMode.BILINEAR}.get(name, InterpolationMode.BILINEAR)
@@ -17,8 +17,8 @@ def _interpolation(name: str):
 
 def build_transform(cfg: PretrainedConfig, image_size: int, augment: str, train: bool):
     """The transform for one split: ``augment`` applies to the train split only."""
-    import torch
-    from torchvision.transforms import v2
+    import torch  # lazy: torch
+    from torchvision.transforms import v2  # lazy: torchvision
 
     interp = _interpolation(cfg.interpolation)
     steps: list = []

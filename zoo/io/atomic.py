@@ -5,42 +5,73 @@ A crash (or SIGKILL, or a full disk) mid-write leaves the previous version intac
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from zoo import faults
 from zoo.errors import ZooError
 
 
 def replace_file(path: str | Path, fill: Callable[[str], None], durable: bool = True) -> Path:
     """Create ``path`` by calling ``fill(temp_path)`` on a temp file beside it, then renaming.
 
-    ``durable`` fsyncs before the rename (results, checkpoints); caches skip it.  On an
-    ``OSError`` (a full disk, say) the temp file is removed, the previous version is intact
-    and a one-line :class:`ZooError` is raised.
+    ``durable`` fsyncs the file before the rename and the folder after it (results,
+    checkpoints: the rename itself survives a power cut); caches skip both.  On an
+    ``OSError`` (a full disk, a read-only folder) the temp file is removed, the previous
+    version is intact and a one-line :class:`ZooError` is raised.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         fill(tmp)
-        _fault_point("write", path)  # a crash here leaves only the temp file behind
+        faults.during_write(path)  # a crash here leaves only the temp file behind
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+        tmp = None
+        if durable:
+            fsync_dir(path.parent)
     except OSError as exc:
         _cleanup(tmp)
-        raise ZooError(f"could not write {path}: {exc.strerror or exc} — the previous "
-                       "version (if any) is intact; free disk space and retry") from None
+        raise ZooError(f"could not write {path}: {_why(exc)} — the previous version (if "
+                       "any) is intact") from None
     except BaseException:
         _cleanup(tmp)
         raise
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _why(exc: OSError) -> str:
+    """The cause of a failed write and its fix, in words."""
+    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
+        return f"the disk is full ({exc.strerror or 'no space left'}); free some space and retry"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{exc.strerror or 'not writable'}; choose a writable place "
+                "(--out, $ZOO_HOME) or fix the permissions")
+    return f"{exc.strerror or exc}"
 
 
 def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
@@ -57,12 +88,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def save_safetensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:
     """Write tensors as safetensors, atomically, without a second in-memory copy."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: safetensors
 
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v, default=_jsonable)
             for k, v in (metadata or {}).items()}
-    return replace_file(path, lambda tmp: save_file(clean, tmp, metadata=meta))
+
+    def fill(tmp: str) -> None:
+        try:
+            save_file(clean, tmp, metadata=meta)
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports I/O errors (disk full) as its own
+            raise OSError(errno.ENOSPC if "space" in str(exc).lower() else errno.EIO,
+                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    return replace_file(path, fill)
 
 
 def _umask_mode() -> int:
@@ -72,7 +113,9 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def _cleanup(tmp: str) -> None:
+def _cleanup(tmp: str | None) -> None:
+    if tmp is None:
+        return
     try:
         os.unlink(tmp)
     except OSError:
@@ -87,27 +130,3 @@ def _jsonable(obj: Any):
     if isinstance(obj, (set, tuple)):
         return list(obj)
     return str(obj)
-
-
-_WRITES: dict[str, int] = {}
-
-
-def _fault_point(kind: str, path: Path) -> None:
-    """Test-only fault injection, documented in docs/reliability.md.
-
-    ``ZOO_FAULT=kill_during_write:NAME[:N]`` SIGKILLs the process during the N-th (default
-    first) write of a file called NAME — after the temp file is written, before the
-    rename — to prove the previous version survives.
-    """
-    fault = os.environ.get("ZOO_FAULT", "")
-    if not fault.startswith("kill_during_write:"):
-        return
-    parts = fault.split(":")
-    name, nth = parts[1], int(parts[2]) if len(parts) > 2 else 1
-    if path.name != name:
-        return
-    _WRITES[name] = _WRITES.get(name, 0) + 1
-    if _WRITES[name] == nth:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)

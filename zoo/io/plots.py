@@ -8,10 +8,10 @@ from zoo.io import atomic
 
 
 def _figure():
-    import matplotlib
+    import matplotlib  # lazy: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     return plt
 
@@ -54,7 +54,7 @@ def plot_curves(history: list[dict], monitor: str, path: Path, title: str = "") 
 
 def plot_confusion(matrix, classes: list[str], path: Path, title: str = "") -> None:
     plt = _figure()
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     m = np.asarray(matrix)
     n = len(classes)

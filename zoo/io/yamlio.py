@@ -1,11 +1,14 @@
 """Reading YAML safely: ``yaml.safe_load`` semantics, plus line numbers and size limits.
 
 Line numbers let validation errors say *where* an unknown key is.  Limits refuse the
-classic hostile inputs (huge files, alias bombs) before they cost memory.
+classic hostile inputs (huge files, alias bombs, 20,000-deep nesting, FIFOs and devices such
+as ``/dev/zero`` given as a file) before they cost memory, time or a RecursionError.
 """
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,48 @@ from zoo.errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 64           # nesting levels; a job is 3 deep, PyYAML's composer recurses
+
+
+def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a *regular* file of at most ``limit`` bytes; a :class:`ConfigError`
+    otherwise.
+
+    Opened non-blocking, so a FIFO cannot hang the open; ``fstat`` of the open file decides
+    (no race with a rename), and at most ``limit + 1`` bytes are ever read, so a device or a
+    file that grows while read (``/dev/zero``, ``/proc`` files) cannot make zoo read forever.
+    """
+    name = str(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a folder" if stat.S_ISDIR(info.st_mode) else
+                    "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
+                    "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                    else "not a regular file")
+            raise ConfigError(f"{what} {name} is {kind}; give the path of a regular file")
+        if info.st_size > limit:
+            raise ConfigError(f"{name} is {info.st_size} bytes; {what}s above {limit} bytes "
+                              "are refused — is this the right file?")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise ConfigError(f"{name} grew past {limit} bytes while being read; {what}s above "
+                          f"{limit} bytes are refused")
+    return b"".join(chunks)
 
 
 def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict[tuple, int]]:
@@ -24,20 +69,15 @@ def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict
     """
     name = str(source)
     if text is None:
-        path = Path(source)
+        data = read_bounded(source, MAX_YAML_BYTES, "YAML file")
         try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{name} is {size} bytes; YAML files above {MAX_YAML_BYTES} "
-                              "bytes are refused — is this the right file?")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {name}: {exc}") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"cannot read {name}: it is not UTF-8 text ({exc.reason} at "
+                              f"byte {exc.start})") from None
     elif len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{name}: YAML text above {MAX_YAML_BYTES} bytes is refused")
+    _check_depth(text, name)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -59,6 +99,25 @@ def load_yaml(source: str | Path, *, text: str | None = None) -> tuple[Any, dict
     lines: dict[tuple, int] = {}
     _collect_lines(node, (), lines)
     return data, lines
+
+
+def _check_depth(text: str, name: str) -> None:
+    # PyYAML's parser is a state machine (no recursion); its composer and constructor
+    # recurse once per level.  Counting levels on the event stream first refuses deep
+    # nesting before anything recursive sees it.
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else "?"
+                    raise ConfigError(f"{name}: YAML nested more than {MAX_DEPTH} levels deep "
+                                      f"(line {line}) is refused")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # reported with its line by the real parse below
 
 
 def _expanded_size(node, memo: dict[int, int]) -> int:

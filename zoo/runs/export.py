@@ -18,11 +18,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 
+from zoo import faults
 from zoo.io import atomic
+from zoo.io.runfolder import check_out_dir
 from zoo.errors import MissingDependencyError, ZooError
+from zoo.runs.reuse import load_run
 
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torch-export": ".pt2"}
 
@@ -49,8 +56,6 @@ def check_export_deps() -> None:
 def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, catalog=None,
                run=None) -> dict:
     """Write the run's model in ``fmt``; return ``{"format", "path", "sidecar"?, "bytes"}``."""
-    from zoo.runs.reuse import load_run
-
     if fmt not in FORMATS:
         raise ZooError(f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})")
     if fmt == "onnx":
@@ -59,24 +64,76 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, cat
     path = Path(out) if out else default_path(run.dir, fmt)
     if path.is_dir():
         path = path / f"model{FORMATS[fmt]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot create {path.parent}: {exc.strerror or exc} — pass --out a "
+                       "writable place") from None
     if fmt == "safetensors":
         meta = {"zoo": dict(run.meta, exported_from=str(run.dir))}
         atomic.save_safetensors(path, run.model.state_dict(), meta)
         return {"format": fmt, "path": str(path), "bytes": path.stat().st_size}
-    example = example_input(run)
-    if fmt == "onnx":
-        _export_onnx(run.model, example, path)
-    else:
-        _export_program(run.model, example, path)
+    _export_in_child(run.dir, fmt, path)
     sidecar = path.with_suffix(".json")
     atomic.write_json(sidecar, preprocessing(run))
     return {"format": fmt, "path": str(path), "sidecar": str(sidecar),
             "bytes": path.stat().st_size}
 
 
+def _export_in_child(run_dir: Path, fmt: str, path: Path) -> None:
+    """Run the ONNX / torch.export step in a child process.
+
+    Both trace the model through torch.export, which can abort inside C++ (SIGABRT) where
+    no ``except`` reaches; in a child such a crash is one line here, and the temp file the
+    child wrote into is removed.
+    """
+    tmp = _tmp_next_to(path)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zoo.runs.export", "--child", fmt,
+                               str(run_dir), str(tmp)], capture_output=True, text=True)
+        if proc.returncode == 0 and tmp.is_file() and tmp.stat().st_size:
+            _publish(tmp, path)
+            return
+    except BaseException:
+        _unlink(tmp)
+        raise
+    _unlink(tmp)
+    what = "ONNX export" if fmt == "onnx" else "torch.export"
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise ZooError(f"{what} crashed inside PyTorch ({name}); nothing was written — "
+                       "this model cannot be exported in this format, try --format "
+                       "safetensors") from None
+    lines = [x.strip() for x in proc.stderr.splitlines() if x.strip()]
+    last = lines[-1] if lines else f"exit code {proc.returncode}"
+    raise ZooError(last[len("error: "):] if last.startswith("error: ") else
+                   f"{what} failed: {last[:200]}") from None
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m zoo.runs.export --child FMT RUN_DIR TMP``: export into TMP."""
+    fmt, run_dir, tmp = argv
+
+    try:
+        run = load_run(run_dir, None, "cpu")
+        faults.in_export()  # test-only: ZOO_FAULT=abort_in_export
+        example = example_input(run)
+        if fmt == "onnx":
+            _export_onnx(run.model, example, Path(tmp))
+        else:
+            _export_program(run.model, example, Path(tmp))
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def example_input(run, batch: int = 2, seed: int = 0):
-    import torch
+    import torch  # lazy: torch
 
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, run.image_size, run.image_size, generator=g)
@@ -89,9 +146,7 @@ def _tmp_next_to(path: Path) -> Path:
 
 
 def _export_onnx(model, example, path: Path) -> None:
-    import warnings
-
-    import torch
+    import torch  # lazy: torch
 
     tmp = _tmp_next_to(path)
     try:
@@ -115,7 +170,7 @@ def _export_onnx(model, example, path: Path) -> None:
 
 
 def _export_program(model, example, path: Path) -> None:
-    import torch
+    import torch  # lazy: torch
 
     tmp = _tmp_next_to(path)
     try:
@@ -152,17 +207,17 @@ def run_onnx(path: str | Path, inputs):
 
     Uses onnxruntime when installed, else onnx's reference evaluator (slow, exact).
     """
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
     x = np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs, dtype=np.float32)
     if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: onnxruntime
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return sess.run(None, {sess.get_inputs()[0].name: x})[0]
     check_export_deps()
-    import onnx
-    from onnx.reference import ReferenceEvaluator
+    import onnx  # lazy: onnx
+    from onnx.reference import ReferenceEvaluator  # lazy: onnx
 
     model = onnx.load(str(path))
     ev = ReferenceEvaluator(model)
@@ -171,3 +226,7 @@ def run_onnx(path: str | Path, inputs):
 
 def read_sidecar(path: str | Path) -> dict:
     return json.loads(Path(path).with_suffix(".json").read_text())
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    sys.exit(_child_main(sys.argv[2:]))

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.errors import DataError, ZooError
+from zoo.runs.reuse import load_run, torch_device
 
 
 def decode_image(path: str | Path):
     """``path`` → uint8 tensor ``(3, H, W)``; a one-line :class:`DataError` when it cannot."""
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
+    import numpy as np  # lazy: numpy
+    import torch  # lazy: torch
+    from PIL import Image, ImageOps  # lazy: PIL
 
     path = Path(path)
     if not path.is_file():
@@ -52,15 +53,17 @@ def predict(run_dir: str | Path, images: list[str | Path], top_k: int = 5,
     Every image is decoded before any is classified, so a bad file fails the call at once.
     Returns ``[{"image", "top": [{"class", "index", "probability"}, ...]}, ...]``.
     """
-    import torch
+    import torch  # lazy: torch
 
-    from zoo.runs.reuse import load_run
-    from zoo.engine.transforms import build_transform
+    from zoo.engine.transforms import build_transform  # lazy: imports torch
 
     if not images:
         raise ZooError("no images given")
     if top_k < 1:
         raise ZooError(f"--top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise ZooError(f"batch size must be at least 1, got {batch_size}")
+    device = torch_device(device)
     run = run or load_run(run_dir, catalog, device)
     tf = build_transform(run.model.backbone.pretrained_cfg, run.image_size, "none", False)
     decoded = [tf(decode_image(p)) for p in images]

@@ -3,12 +3,17 @@ re-evaluate it, list runs."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from zoo.catalog import get_catalog
+from zoo.engine.data import load_splits, make_loader
 from zoo.io import runfolder as rundir
-from zoo.errors import CheckpointError, state_dict_error
+from zoo.errors import CheckpointError, ConfigError, state_dict_error
+from zoo.jobspec import check_device, job_from_tree, load_job_file
+from zoo.weights.resolve import read_safetensors
+from zoo.weights.source_head import match_saved_classifier
 
 
 @dataclass
@@ -23,11 +28,9 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRun:
     """The trained model of a run folder, in eval mode, with its job and metadata."""
-    from zoo.catalog import get_catalog
-    from zoo.backbones import PretrainedConfig, TransferModel
-    from zoo.jobspec import job_from_tree, load_job_file
-    from zoo.weights.resolve import read_safetensors
+    from zoo.backbones import PretrainedConfig, TransferModel  # lazy: imports torch
 
+    device = torch_device(device)  # before any work: `--device nonsense` is bad input
     run_dir = rundir.require_run_dir(run_dir)
     catalog = catalog or get_catalog()
     layer = load_job_file(run_dir / "job.yaml")
@@ -39,63 +42,76 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
     tensors, raw_meta = read_safetensors(path)
     try:
         meta = json.loads(raw_meta["zoo"])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, RecursionError):
         raise CheckpointError(f"{path} has no zoo metadata; was it written by zoo?") from None
+    meta = rundir.check_model_meta(meta, path)  # every key below, typed and bounded
     ref = catalog.resolve_model(meta["model"])
     provider = catalog.provider(ref.provider)
     backbone = provider.create(ref.arch, ref.tag, pretrained=False)
     backbone.pretrained_cfg = PretrainedConfig(**{
         **meta["pretrained_cfg"], "mean": tuple(meta["pretrained_cfg"]["mean"]),
         "std": tuple(meta["pretrained_cfg"]["std"])})
-    head = catalog.get("heads", meta["head"]["name"]).obj(
-        backbone.feature_dim, meta["num_classes"], **meta["head"]["params"])
+    try:
+        head = catalog.get("heads", meta["head"]["name"]).obj(
+            backbone.feature_dim, meta["num_classes"], **meta["head"].get("params", {}))
+    except TypeError as exc:  # a factory's signature refusing the recorded params
+        raise CheckpointError(f"{path}: head '{meta['head']['name']}' rejected its params "
+                              f"{meta['head'].get('params')}: {exc}") from None
+    # the classifier of the weights the run started from, not the provider's default one
+    match_saved_classifier(backbone, tensors, "backbone.source_classifier.")
     model = TransferModel(backbone, head)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit {meta['model']}: "
                               f"{state_dict_error(exc)}") from None
-    import torch
-
-    model.to(torch.device(device)).eval()
+    model.to(device).eval()
     return LoadedRun(run_dir, job, model, meta, meta["classes"], int(meta["image_size"]))
+
+
+def torch_device(name):
+    """``--device`` of eval/predict/export as a ``torch.device``: checked, and available."""
+    import torch  # lazy: torch
+
+    from zoo.engine.runtime import pick_device  # lazy: imports torch
+
+    if isinstance(name, torch.device):
+        return name
+    check_device(name)
+    return pick_device(name, flag="--device")
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
                  device: str = "cpu", batch_size: int | None = None,
                  data_root: str | None = None) -> dict:
     """Metrics of a run's saved model on its own test split (or on ``data``)."""
-    import torch
 
-    from zoo.catalog import get_catalog
-    from zoo.engine.data import load_splits, make_loader
-    from zoo.engine.loop import evaluate
-    from zoo.engine.pipeline import build_metrics
-    from zoo.engine.transforms import build_transform
+    from zoo.engine.loop import evaluate  # lazy: imports torch
+    from zoo.engine.build import build_metrics  # lazy: imports torch
+    from zoo.engine.prepare import eval_view  # lazy: torch
 
     catalog = catalog or get_catalog()
+    device = torch_device(device)
+    if batch_size is not None and not 1 <= batch_size <= 1_000_000:
+        raise ConfigError(f"--batch-size must be between 1 and 1000000, got {batch_size}")
     run = load_run(run_dir, catalog, device)
     job = run.job
     spec = job.data
     if data is not None:
-        from dataclasses import replace
-
         target = catalog.resolve_dataset_arg(data)
         if target["name"] != spec.name:  # another dataset: the run's params are not its own
             spec = replace(spec, params={})
         spec = replace(spec, **target)
     if data_root is not None:
-        from dataclasses import replace
-
         spec = replace(spec, root=data_root)
-    tf = build_transform(run.model.backbone.pretrained_cfg, run.image_size, "none", False)
-    bundle = load_splits(catalog, spec, job.seed, {"train": tf, "val": tf, "test": tf})
+    bundle = eval_view(load_splits(catalog, spec, job.seed), run.model.backbone.pretrained_cfg,
+                       run.image_size)
     if data is None and bundle.classes != run.classes:
         raise CheckpointError(f"the data's classes differ from the run's ({len(bundle.classes)}"
                               f" vs {len(run.classes)}) — pass --data")
     split = bundle.test
     if data is None:
-        saved = json.loads((run.dir / "splits.json").read_text()).get("test")
+        saved = rundir.read_splits(run.dir).get("test")
         ids = list(getattr(split, "sample_ids", []) or [])
         if saved and ids and saved != ids:
             raise CheckpointError(f"{run.dir}: the data no longer matches the run's test split "
@@ -103,7 +119,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
     if bundle.classes != run.classes:
         raise CheckpointError(f"data has classes {bundle.classes[:5]}...; the run was trained "
                               f"on {run.classes[:5]}... — evaluate on data with the same classes")
-    dev = torch.device(device)
+    dev = device
     metrics, other = build_metrics(catalog, job, len(run.classes), dev)
     loader = make_loader(split, batch_size or job.train.batch_size, False, job.seed,
                          job.data.num_workers, dev.type)
@@ -121,10 +137,17 @@ def list_runs(parent: str | Path = "runs") -> list[dict]:
         if not rundir.is_run_dir(d):
             continue
         summary = rundir.read_summary(d) or {}
+        test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
+        accuracy = test.get("accuracy")
+
+        def text(key, default=None):  # a hand-edited summary.json: show only what fits
+            value = summary.get(key, default)
+            return value if isinstance(value, str) else default
+
         rows.append({
-            "name": d.name, "run_dir": str(d), "model": summary.get("model"),
-            "strategy": summary.get("strategy"), "status": summary.get("status", "running?"),
-            "accuracy": (summary.get("test") or {}).get("accuracy"),
+            "name": d.name, "run_dir": str(d), "model": text("model"),
+            "strategy": text("strategy"), "status": text("status", "running?"),
+            "accuracy": accuracy if isinstance(accuracy, float) else None,
             "mtime": (d / "job.yaml").stat().st_mtime,
         })
         rows[-1]["date"] = datetime.fromtimestamp(rows[-1]["mtime"]).strftime("%Y-%m-%d %H:%M")

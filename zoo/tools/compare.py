@@ -1,7 +1,8 @@
 """``zoo compare``: several strategies × seeds on identical data, one leaderboard.
 
 :func:`compare` runs every (strategy, seed) pair through :func:`zoo.engine.pipeline.run` into one
-comparison folder ``OUT/NAME/<strategy>-seed<seed>/``; a run that fails is recorded in its
+comparison folder ``OUT/NAME/<strategy>-seed<seed>/``.  Every strategy name and job is
+validated first (:func:`check_strategies`); a run that fails is recorded in its
 row with its error and the others still run.  For one seed every strategy sees the same
 splits (the split depends on the data and the seed only; ``compare.json`` records whether
 the runs' ``splits.json`` agree).  The folder gets, atomically (:mod:`zoo.io.atomic`):
@@ -9,17 +10,16 @@ the runs' ``splits.json`` agree).  The folder gets, atomically (:mod:`zoo.io.ato
 - ``compare.json``: every run (test metrics, wall time, trainable params, what ``auto``
   chose), the leaderboard (mean ± std per metric over seeds), the winner and its margin;
   rewritten after every run, so an interrupted comparison keeps what it finished.
-- ``compare.csv``: the leaderboard, one row per strategy.
-- ``compare.png``: the ranking metric as bars with ±1 std error bars, and mean val curves.
+- ``compare.csv``: the leaderboard, one row per strategy, and
+- ``compare.png``: the ranking metric as bars with ±1 std error bars, and mean val curves
+  (both drawn by :mod:`zoo.tools.compare_report`).
 
 Imports no torch until a run starts.
 """
 from __future__ import annotations
 
-import csv
+import dataclasses
 import hashlib
-import io
-import json
 import math
 import re
 import statistics
@@ -28,9 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from zoo.catalog import get_catalog
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.errors import ConfigError, RunInterrupted, ZooError
+from zoo.jobspec import deep_merge
+from zoo.layering import complete_job, load_job
+from zoo.tools.compare_report import leaderboard_csv, plot_compare
+from zoo.tools.lr_find import record_in_summary, resolve_auto_lr
 
 SCHEMA = 1
 
@@ -61,10 +66,7 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     :param flags: a job-tree fragment applied to every run (``{"train": {"epochs": 3}}``).
     :param sets: ``--set`` strings; ``NAME:KEY=VALUE`` applies to strategy NAME only.
     """
-    from zoo.catalog import get_catalog
-    from zoo.layering import load_job
-    from zoo.jobspec import deep_merge
-    from zoo.engine.pipeline import run
+    from zoo.engine.pipeline import run  # lazy: imports torch
 
     log = log or (lambda msg: None)
     catalog = catalog or get_catalog()
@@ -85,6 +87,12 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
         seed_list = list(dict.fromkeys(int(s) for s in seeds))
         if not seed_list:
             raise ConfigError("compare needs at least one seed")
+    if any(not 0 <= s < 2**32 for s in seed_list):
+        raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
+    check_strategies(catalog, strategies, lambda strategy: load_job(
+        model, config=config, preset=preset,
+        flags=deep_merge(flags, {"strategy": {"name": strategy}}),
+        sets=per_strategy_sets[strategy], registry=catalog.registry))
     out_dir = Path(out or base.out)
     name = name or base.name
     arch = base.model.split(":")[-1]
@@ -104,11 +112,13 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     _warm_up(model, strategies[0], flags, per_strategy_sets[strategies[0]], config, preset,
              catalog, load_job, deep_merge)
     started = time.perf_counter()
+    lr_found: dict = {}  # --lr auto: one LR range test per strategy, reused for every seed
     try:
         for seed in seed_list:
             for strategy in strategies:
                 row = _one_run(model, strategy, seed, flags, per_strategy_sets[strategy],
-                               config, preset, cmp_dir, catalog, load_job, deep_merge, run)
+                               config, preset, cmp_dir, catalog, load_job, deep_merge, run,
+                               lr_found=lr_found, log=log)
                 result["runs"].append(row)
                 done = len(result["runs"])
                 shown = (f"{metric} {row['test'].get(metric, float('nan')):.4f}"
@@ -136,10 +146,18 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     return result
 
 
+def check_strategies(catalog, strategies: list[str], job_of: Callable) -> None:
+    """Every strategy name, and each strategy's own job (its --set items), before anything
+    trains: a typo in the last name must not cost the runs before it."""
+    for strategy in strategies:
+        catalog.get("strategies", strategy)  # UnknownComponentError with a did-you-mean
+        job_of(strategy)
+
+
 def _warm_up(model, strategy, flags, sets, config, preset, catalog, load_job, deep_merge):
     """Plan the first job once (imports, model build, data) so that one-time process
     start-up costs are not charged to the first strategy's wall time."""
-    from zoo.engine.pipeline import run
+    from zoo.engine.pipeline import plan_job  # lazy: torch
 
     try:
         job = load_job(model, config=config, preset=preset,
@@ -148,13 +166,13 @@ def _warm_up(model, strategy, flags, sets, config, preset, catalog, load_job, de
         if job.strategy.name == "auto":  # its plan runs trials: plan a fine-tune instead
             job = load_job(model, config=config, preset=preset, flags=flags,
                            registry=catalog.registry)
-        run(job, catalog, quiet=True, plan_only=True)
+        plan_job(job, catalog)
     except Exception:  # the run itself will record the problem in its row
         pass
 
 
 def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalog, load_job,
-             deep_merge, run) -> dict:
+             deep_merge, run, lr_found: dict | None = None, log: Callable | None = None) -> dict:
     run_name = rundir.sanitise(f"{strategy}-seed{seed}")
     row = {"strategy": strategy, "seed": seed, "status": "failed", "run_dir": None,
            "error": None, "test": {}, "best_epoch": None, "wall_seconds": 0.0,
@@ -168,7 +186,19 @@ def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalo
                        flags=deep_merge(flags, {"strategy": {"name": strategy}, "seed": seed,
                                                 "out": str(cmp_dir), "name": run_name}),
                        sets=sets, registry=catalog.registry)
+        found = None
+        if job.train.lr == "auto":  # --lr auto: this strategy's LR range test, once
+            if strategy not in (lr_found if lr_found is not None else {}):
+                resolved, rec = resolve_auto_lr(complete_job(job, catalog), catalog, log)
+                if lr_found is not None:
+                    lr_found[strategy] = (resolved, rec)
+            else:
+                resolved, rec = lr_found[strategy]
+            job = dataclasses.replace(job, train=resolved.train, strategy=resolved.strategy)
+            found = row["lr_find"] = rec
         summary = run(job, catalog, quiet=True, on_plan=plan_seen.update)
+        if found is not None:
+            record_in_summary(summary, found)
     except RunInterrupted:
         raise  # Ctrl-C / SIGTERM stops the whole comparison, not just this run
     except ZooError as exc:
@@ -206,13 +236,17 @@ def _rank_metric(catalog, job) -> tuple[str, str]:
     metric = job.monitor.metric
     if metric == "loss":
         return "loss", "min"
+    # a monitor that cannot rank: the catalog's first default metric (plugins declare it)
+    fallback = (catalog.default_metrics() or ["loss"])[0]
+    fallback_mode = ("min" if fallback == "loss"
+                     else catalog.get("metrics", fallback).options.get("mode", "max"))
     try:
         comp = catalog.get("metrics", metric)
         if comp.options.get("scalar", True) is False:
-            return "accuracy", "max"
+            return fallback, fallback_mode
         return metric, job.monitor.mode or comp.options.get("mode", "max")
     except ZooError:
-        return "accuracy", "max"
+        return fallback, fallback_mode
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -305,107 +339,3 @@ def _fraction_metric(metric: str, entries: list[dict]) -> bool:
         return False
     values = [e["metrics"][metric]["mean"] for e in entries if metric in e["metrics"]]
     return all(0.0 <= v <= 1.0 for v in values)
-
-
-def leaderboard_csv(result: dict) -> str:
-    board = result["leaderboard"]
-    metric = result["rank_metric"]["metric"]
-    keys = sorted({k for e in board for k in e["metrics"]}, key=lambda k: (k != metric, k))
-    header = (["rank", "strategy", "runs", "failed"]
-              + [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
-              + ["wall_seconds_mean", "wall_seconds_std", "cpu_seconds_mean", "cpu_seconds_std",
-                 "trainable_params", "chosen", "error"])
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for e in board:
-        row = [e.get("rank") or "", e["strategy"], e["runs"], e["failed"]]
-        for k in keys:
-            m = e["metrics"].get(k)
-            row += [_fmt(m["mean"]), _fmt(m["std"])] if m else ["", ""]
-        row += [_fmt(e["wall_seconds"].get("mean")), _fmt(e["wall_seconds"].get("std")),
-                _fmt(e["cpu_seconds"].get("mean")), _fmt(e["cpu_seconds"].get("std")),
-                e["trainable_params"] if e["trainable_params"] is not None else "",
-                ";".join(f"{k}:{v}" for k, v in (e.get("chosen") or {}).items()),
-                e["error"] or ""]
-        writer.writerow(row)
-    return buf.getvalue()
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6g}"
-
-
-def _val_curve(run_dir: str | None, metric: str) -> list[tuple[int, float]]:
-    if not run_dir:
-        return []
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    points = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        value = rec.get("val", {}).get(metric)
-        if value is not None:
-            points.append((rec["epoch"], value))
-    return points
-
-
-def plot_compare(result: dict, path: Path) -> None:
-    """Bars (mean ± std of the ranking metric) and mean val curves per strategy."""
-    from zoo.io.plots import _figure, _save
-
-    plt = _figure()
-    metric = result["rank_metric"]["metric"]
-    board = result["leaderboard"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = [e["strategy"] for e in board]
-    means = [e["metrics"].get(metric, {}).get("mean", float("nan")) if e["runs"] else 0.0
-             for e in board]
-    stds = [e["metrics"].get(metric, {}).get("std", 0.0) if e["runs"] else 0.0 for e in board]
-    means = [0.0 if math.isnan(m) else m for m in means]
-    stds = [0.0 if math.isnan(s) else s for s in stds]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    color_of = {n: colors[i % len(colors)] for i, n in enumerate(result["strategies"])}
-    bars = ax1.bar(range(len(names)), means, yerr=stds, capsize=4,
-                   color=[color_of[n] for n in names])
-    for i, (bar, e) in enumerate(zip(bars, board)):
-        label = "failed" if not e["runs"] else f"{means[i]:.3f}"
-        ax1.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + stds[i], label,
-                 ha="center", va="bottom", fontsize=8,
-                 color="red" if not e["runs"] else "black")
-    ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax1.set_ylabel(f"test {metric} (mean ± std over seeds)")
-    ax1.set_title(f"{result['model']} on {result['data']}")
-    for strategy in result["strategies"]:
-        curves = [_val_curve(r["run_dir"], metric) for r in result["runs"]
-                  if r["strategy"] == strategy and r["status"] == "completed"]
-        curves = [c for c in curves if c]
-        if not curves:
-            continue
-        by_epoch: dict[int, list[float]] = {}
-        for c in curves:
-            for epoch, v in c:
-                by_epoch.setdefault(epoch, []).append(v)
-        epochs = sorted(by_epoch)
-        ax2.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], "o-", markersize=3,
-                 label=strategy, color=color_of[strategy])
-    from matplotlib.ticker import MaxNLocator
-
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel(f"val {metric} (mean over seeds)")
-    if ax2.get_legend_handles_labels()[0]:
-        ax2.legend(fontsize=8, loc="best")
-    ax2.set_title("validation curves")
-    fig.suptitle(result.get("verdict", ""), fontsize=8, y=0.02, va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _save(fig, path)
-    plt.close(fig)

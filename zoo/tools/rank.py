@@ -29,9 +29,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from zoo.catalog import get_catalog
+from zoo.engine.data import load_splits, make_loader
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
-from zoo.errors import ConfigError, RunInterrupted, ZooError
+from zoo.errors import ConfigError, RunInterrupted, ZooError, did_you_mean
+from zoo.io.plots import _figure, _save
+from zoo.jobspec import deep_merge
+from zoo.layering import load_job
+from zoo.weights.resolve import resolve_and_load
 
 SCHEMA = 1
 METRICS = ("logme", "leep", "nce", "knn", "probe")
@@ -72,13 +78,8 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
     :param flags: a job-tree fragment (``{"data": {...}, "weights": "auto", "out": ...}``).
     :param validate: train the top N for real and record the accuracy they reach.
     """
-    from zoo.catalog import get_catalog
-    from zoo.layering import load_job
-
     log = log or (lambda msg: None)
     if metric not in METRICS:
-        from zoo.errors import did_you_mean
-
         raise ConfigError(f"unknown rank metric '{metric}'{did_you_mean(metric, METRICS)} "
                           f"(choose from {', '.join(METRICS)})")
     if validate < 0:
@@ -103,10 +104,11 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
         "heldout": None, "models": [], "validation": None,
     }
     started = time.perf_counter()
+    splits: dict = {}  # (data spec, seed) → raw splits, shared by the candidates
     try:
         for i, (name, weights) in enumerate(candidates, 1):
             row = _score_one(name, weights, base, flags, sets, config, preset, catalog,
-                             knn_k, result)
+                             knn_k, result, splits)
             result["models"].append(row)
             _assign_ranks(result["models"], metric)
             short = (row["error"] or "").split(";")[0].split(" — ")[0]
@@ -131,16 +133,13 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
 
 # -- one candidate --------------------------------------------------------------------------
 def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
-               result) -> dict:
-    import torch
+               result, splits: dict | None = None) -> dict:
+    import torch  # lazy: torch
 
-    from zoo.layering import load_job
-    from zoo.engine.data import load_splits, make_loader
-    from zoo.engine.features import extract_features
-    from zoo.engine.pipeline import pick_device
-    from zoo.engine.transforms import build_transform
-    from zoo.weights.resolve import resolve_and_load
-    from zoo.tools import transferability as tr
+    from zoo.engine.features import extract_features  # lazy: imports torch
+    from zoo.engine.runtime import pick_device  # lazy: imports torch
+    from zoo.engine.prepare import eval_view  # lazy: torch
+    from zoo.tools import transferability as tr  # lazy: imports numpy
 
     row: dict = {"candidate": name + (f"@{weights}" if weights else ""), "model": name,
                  "weights_arg": weights or base.weights, "weights": None,
@@ -151,7 +150,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
     start = time.perf_counter()
     try:
         over = {"weights": weights} if weights else {}
-        from zoo.jobspec import deep_merge
+        from zoo.jobspec import deep_merge  # lazy: optional dependency (zoo)
 
         job = load_job(name, config=config, preset=preset, flags=deep_merge(flags, over),
                        sets=list(sets or []), registry=catalog.registry)
@@ -166,8 +165,15 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         row["feature_dim"] = backbone.feature_dim
         size = int(job.data.image_size or backbone.pretrained_cfg.input_size)
         row["image_size"] = size
-        tf = build_transform(backbone.pretrained_cfg, size, "none", False)
-        bundle = load_splits(catalog, job.data, job.seed, {"train": tf, "val": tf, "test": tf})
+        # the splits are loaded once for every candidate; each sees them through its transform
+        key = (repr(job.data), job.seed)
+        if splits is None or key not in splits:
+            raw = load_splits(catalog, job.data, job.seed)
+            if splits is not None:
+                splits[key] = raw
+        else:
+            raw = splits[key]
+        bundle = eval_view(raw, backbone.pretrained_cfg, size)
         device = pick_device(job.device)
         backbone.to(device).eval()
         bs = job.train.batch_size
@@ -201,7 +207,9 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
             if row["weights"] in ("none", "random-init"):
                 row["notes"].append("leep/nce from a randomly initialised source classifier")
         else:
-            row["notes"].append("no source classifier: leep/nce not applicable")
+            why = getattr(backbone, "no_source_reason", None)  # e.g. a CLIP model's
+            row["notes"].append("no source classifier: leep/nce not applicable"
+                                + (f" ({why})" if why else ""))
         row["knn"] = tr.knn_accuracy(train_x, train_y, held_x, held_y, k=knn_k)
         row["probe"] = tr.probe_accuracy(train_x, train_y, held_x, held_y)
     except RunInterrupted:
@@ -239,9 +247,7 @@ def ranked(rows: list[dict]) -> list[dict]:
 
 # -- validation -----------------------------------------------------------------------------
 def _validate(result, n, strategy, base, flags, sets, config, preset, catalog, folder, log):
-    from zoo.layering import load_job
-    from zoo.jobspec import deep_merge
-    from zoo.engine.pipeline import run
+    from zoo.engine.pipeline import run  # lazy: imports torch
 
     top = [r for r in ranked(result["models"]) if r["rank"] is not None][:n]
     for r in top:
@@ -334,8 +340,6 @@ def _write(folder: Path, result: dict) -> None:
 
 def plot_rank(result: dict, path: Path) -> None:
     """Scatter of the ranking score vs the accuracy validation reached, one labelled dot each."""
-    from zoo.io.plots import _figure, _save
-
     plt = _figure()
     metric = result["metric"]
     rows = [r for r in result["models"] if (r.get("validation") or {}).get("accuracy")

@@ -8,6 +8,7 @@ import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 
 from zoo.errors import CheckpointError, WeightsError
 
@@ -41,8 +42,8 @@ class ResolvedWeights:
 
 def read_safetensors(path: str | Path) -> tuple[dict, dict]:
     """``(tensors, metadata)`` of a ``.safetensors`` file; malformed files → one-line error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: safetensors
+    from safetensors.torch import load_file  # lazy: safetensors
 
     path = Path(path)
     try:
@@ -76,9 +77,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
 def read_torch_file(path: Path) -> dict:
     # only the exception class: torch.load(weights_only=True) raises it for a pickle that
     # would need arbitrary code; nothing here unpickles with the plain pickle module
-    from pickle import UnpicklingError
 
-    import torch
+    import torch  # lazy: torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

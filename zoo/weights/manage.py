@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import WeightsError
-from zoo.weights.store import FILE_NAME, entry_key, folder_name  # noqa: F401
+from zoo.weights.resolve import (ResolvedWeights, WeightStore, _from_plugins, apply_pretrained_cfg,
+                                 load_into_backbone, pretrained_cfg_of, read_checkpoint,
+                                 sha256_file)
+from zoo.weights.store import (FILE_NAME, check_name, entry_file, entry_key,  # noqa: F401
+                               folder_name)
 
 
 def _split_ref(catalog, name: str, tag: str | None):
     """``(ref, model, tag)`` for a user's MODEL argument (``[provider:]arch[.tag]``)."""
     ref = catalog.resolve_model(name)
     tag = tag or ref.tag
+    check_name(f"{ref.provider}:{ref.arch}", tag)  # before any work: `--tag ../x` never writes
     return ref, f"{ref.provider}:{ref.arch}", tag
 
 
@@ -25,15 +30,14 @@ def pull(catalog, name: str, tag: str | None = None, *, source: str = "auto",
     :param source: ``auto`` (plugins, then hub), ``plugin`` or ``hub``.
     Returns the manifest entry plus ``"status"`` (``stored`` or ``present``).
     """
-    from zoo.weights.resolve import WeightStore, _from_plugins, apply_pretrained_cfg, load_into_backbone
-
     store = store or WeightStore()
     ref, model, tag = _split_ref(catalog, name, tag)
     key = entry_key(model, tag)
     if not force:
         existing = store.entry(model, tag)
-        if existing and (store.root / existing["file"]).is_file():
-            return dict(existing, status="present", path=str(store.root / existing["file"]))
+        found = entry_file(store.root, key, existing) if existing else None
+        if found is not None and found.is_file():
+            return dict(existing, status="present", path=str(found))
     provider = catalog.provider(ref.provider)
     looked: list[str] = []
     backbone, origin = None, None
@@ -76,10 +80,6 @@ def import_file(catalog, path: str | Path, name: str, tag: str | None = None, *,
     by order when every shape matches; a zoo run's ``model.safetensors`` works too.  Returns
     the manifest entry plus the mapping report (``missing``, ``unexpected``, ``mismatched``).
     """
-    from zoo.weights.resolve import (ResolvedWeights, WeightStore, apply_pretrained_cfg,
-                                     load_into_backbone,
-                                     pretrained_cfg_of, read_checkpoint, sha256_file)
-
     store = store or WeightStore()
     path = Path(os.path.expanduser(str(path)))
     ref, model, tag = _split_ref(catalog, name, tag)
@@ -116,8 +116,6 @@ def _source_name(backbone, key: str) -> str:
 
 
 def store_path(catalog, name: str, tag: str | None = None, store=None) -> Path:
-    from zoo.weights.resolve import WeightStore
-
     store = store or WeightStore()
     _, model, tag = _split_ref(catalog, name, tag)
     path = store.path_for(model, tag)
@@ -129,15 +127,13 @@ def store_path(catalog, name: str, tag: str | None = None, store=None) -> Path:
 
 
 def remove_model(catalog, name: str, tag: str | None = None, store=None) -> dict:
-    from zoo.weights.resolve import WeightStore
-
     store = store or WeightStore()
     try:
         _, model, tag = _split_ref(catalog, name, tag)
     except Exception:  # the provider/model may be gone: remove by the raw key
         model, _, raw_tag = name.partition(".")
         tag = tag or raw_tag or None
-    return store.remove(model, tag)
+    return store.remove(model, tag)  # checks the names and every path against the store
 
 
 def describe(e: dict) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from urllib.parse import urlsplit
 
 _TRUE = {"1", "true", "yes", "on"}
 _probe_cache: dict[tuple[str, int], bool] = {}
@@ -73,8 +74,6 @@ def _probe(host: str, port: int, timeout: float) -> bool:
 
 def url_reachable(url: str, timeout: float = 1.5) -> bool:
     """:func:`hub_reachable` for the host and port of ``url``."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.scheme == "file":
         return True

@@ -15,6 +15,8 @@ from typing import Any
 from zoo.errors import CheckpointError, WeightsError
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
+from zoo.weights.source_head import (classifier_prefix, drop_source_classifier,
+                                     fit_source_classifier)
 from zoo.weights.store import WeightStore  # noqa: F401 (public here too)
 
 SPECIAL = ("auto", "pretrained", "none")
@@ -65,6 +67,11 @@ def load_into_backbone(backbone, weights: ResolvedWeights) -> dict:
 
 def _load_checked(backbone, state: dict, expected: dict, weights: ResolvedWeights,
                   local: bool) -> dict:
+    # the weights' own source classifier (another class count, or one the provider did not
+    # build) replaces the provider's before shapes are compared: see zoo.weights.source_head
+    prefix = classifier_prefix(backbone, state, expected, local)
+    if prefix is not None and fit_source_classifier(backbone, state, prefix):
+        expected = backbone.state_dict() if local else backbone.source_state_dict()
     mismatched = [k for k, v in state.items()
                   if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     missing = [k for k in expected if k not in state]
@@ -83,13 +90,17 @@ def _load_checked(backbone, state: dict, expected: dict, weights: ResolvedWeight
         raise CheckpointError(f"weights from {where} lack {len(body_missing)} tensors of "
                               f"{backbone.provider}:{backbone.name} (e.g. {body_missing[0]})")
     clean = {k: v for k, v in state.items() if k in expected}
-    import torch
+    import torch  # lazy: torch
 
     with torch.no_grad():
         if local:
             backbone.load_state_dict(clean, strict=False)
         else:
             backbone.load_source_state_dict(clean, strict=False)
+    classifier = [k for k in expected if _is_classifier_key(backbone, k, local)]
+    if backbone.source_classifier is not None and not all(k in clean for k in classifier):
+        # a random classifier is not the source model's: lwf/LEEP must say so, not use it
+        drop_source_classifier(backbone, f"the weights from {where} hold no source classifier")
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
 
 
@@ -118,6 +129,9 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         return provider.create(ref.arch, ref.tag, pretrained=False), {"source": "none",
                                                                      "sha256": None}
     path = Path(os.path.expanduser(arg))
+    if arg not in SPECIAL and path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"  # a run folder: its (merged) model
+        arg = str(path)
     if arg not in SPECIAL and (path.is_file() or arg.endswith((".safetensors", ".pth", ".pt"))):
         if not path.is_file():
             raise WeightsError(f"weights file {arg} does not exist")
@@ -179,7 +193,7 @@ def apply_pretrained_cfg(backbone, cfg) -> None:
             return
     if not isinstance(cfg, dict):
         return
-    from zoo.backbones import PretrainedConfig
+    from zoo.backbones import PretrainedConfig  # lazy: imports torch
 
     fields = {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")
               if k in cfg}

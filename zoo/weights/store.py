@@ -18,13 +18,20 @@ renamed into place (:mod:`zoo.io.atomic`), so two ``zoo weights pull`` running a
 leave a half-written file or lose each other's manifest entries.  Readers take no lock:
 they only ever see complete files.
 
+Containment: tags and model names are validated (:func:`check_name`: no ``..``, no ``/``),
+and every path the store reads, writes or deletes goes through :func:`inside`, which
+resolves it and refuses anything outside the store root.  ``manifest.json`` is data, never
+trusted to name a path: an entry whose ``file`` is not the file its key maps to is refused.
+
 :class:`WeightStore` is the object the resolver and plugins see; the ``zoo weights``
 operations that also need providers (``pull``, ``import``) are :mod:`zoo.weights.manage`.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -37,6 +44,51 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 SCHEMA = 1
 FILE_NAME = "weights.safetensors"
+
+
+_PART = re.compile(r"[A-Za-z0-9][\w.+\-]{0,199}")
+
+
+def check_name(model: str, tag: str | None) -> None:
+    """Refuse a tag or model that could name a path outside the store: ``--tag ../x``, ``/``
+    in a tag, ``..``, NUL, leading dots, control characters.  Model names may hold ``/``
+    (hub-style names): :func:`folder_name` maps it, so only the folder name is checked."""
+    if tag is not None and (not isinstance(tag, str) or not _PART.fullmatch(tag)
+                            or ".." in tag):
+        raise WeightsError(f"tag name {tag!r} cannot name a weight store entry: use letters, "
+                           "digits and _ . + - (no '/', no '..', not starting with a dot)")
+    folder = folder_name(model, tag) if isinstance(model, str) else ""
+    if (not folder or folder.startswith(".") or "\\" in folder or ".." in folder
+            or any(ord(c) < 32 for c in folder)):
+        raise WeightsError(f"model name {model!r} cannot name a weight store entry (no '..', "
+                           "no control characters, not starting with a dot)")
+
+
+def inside(root: Path, rel: str | Path) -> Path:
+    """``root / rel`` when it lies inside ``root`` once resolved (``..`` and symlinks
+    followed); a :class:`WeightsError` otherwise."""
+    base = Path(root).resolve()
+    path = (base / rel).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise WeightsError(f"refusing {str(rel)!r}: it is outside the weight store {base} (a "
+                           "hand-edited manifest.json, a symlink or a bad tag?)")
+    return Path(root) / rel
+
+
+def entry_file(root: Path, key: str, e: dict) -> Path:
+    """The stored file of manifest entry ``e``: inside the store, and the file its model and
+    tag map to — a manifest naming any other path is refused, never followed."""
+    model, tag = e.get("model"), e.get("tag")
+    if not isinstance(model, str) or not (tag is None or isinstance(tag, str)):
+        raise WeightsError(f"manifest.json entry {key!r} is damaged (model/tag) — delete "
+                           f"{Path(root) / MANIFEST} and pull/import again")
+    check_name(model, tag)
+    expected = f"{folder_name(model, tag)}/{FILE_NAME}"
+    if e.get("file") != expected:
+        raise WeightsError(f"manifest.json entry {key!r} names the file {e.get('file')!r}, not "
+                           f"{expected!r}: refusing to touch it (the manifest was edited) — "
+                           f"fix or delete {Path(root) / MANIFEST}")
+    return inside(root, expected)
 
 
 def entry_key(model: str, tag: str | None) -> str:
@@ -55,7 +107,7 @@ def locked(root: Path) -> Iterator[None]:
     """Exclusive lock on ``root/.lock`` (POSIX ``flock``; blocks until it is free)."""
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # lazy: optional dependency (fcntl)
     except ImportError:  # pragma: no cover - non-POSIX: temp+rename still keeps files whole
         yield
         return
@@ -81,7 +133,9 @@ def read_manifest(root: Path) -> dict:
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
             raise ValueError("no 'weights' mapping")
-    except ValueError as exc:
+        if not all(isinstance(e, dict) for e in data["weights"].values()):
+            raise ValueError("an entry is not a mapping")
+    except (ValueError, RecursionError) as exc:
         raise WeightsError(f"the weight store manifest {path} is unreadable ({exc}) — delete "
                            "it and `zoo weights pull`/`import` again") from None
     return data
@@ -100,9 +154,7 @@ def now() -> str:
 def put(root: Path, model: str, tag: str | None, tensors: dict, source: str,
         metadata: dict | None = None, extra: dict | None = None) -> dict:
     """Store ``tensors`` for ``model``/``tag`` (replacing any previous file); return its entry."""
-    import hashlib
-
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: safetensors
 
     clean, seen = {}, set()
     for k, v in tensors.items():
@@ -114,14 +166,16 @@ def put(root: Path, model: str, tag: str | None, tensors: dict, source: str,
     meta = {"zoo_store": json.dumps({"model": model, "tag": tag, "source": source})}
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, default=atomic._jsonable)
+    check_name(model, tag)
     data = save(clean, metadata=meta)
     rel = f"{folder_name(model, tag)}/{FILE_NAME}"
+    target = inside(root, rel)
     entry = {"model": model, "tag": tag, "file": rel,
              "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
              "tensors": len(clean), "source": source, "created": now(), **(extra or {})}
     with locked(root):
         manifest = read_manifest(root)
-        atomic.write_bytes(root / rel, data)
+        atomic.write_bytes(target, data)
         manifest["weights"][entry_key(model, tag)] = entry
         write_manifest(root, manifest)
     return entry
@@ -139,15 +193,19 @@ def entry(root: Path, model: str, tag: str | None) -> dict | None:
 def remove(root: Path, model: str, tag: str | None) -> dict:
     """Delete the file and the manifest entry of ``model``/``tag``; return the entry."""
     key = entry_key(model, tag)
+    check_name(model, tag)
     with locked(root):
         manifest = read_manifest(root)
-        found = manifest["weights"].pop(key, None)
-        path = root / (found["file"] if found else f"{folder_name(model, tag)}/{FILE_NAME}")
+        found = manifest["weights"].get(key)
+        path = (entry_file(root, key, found) if isinstance(found, dict) else
+                inside(root, f"{folder_name(model, tag)}/{FILE_NAME}"))
+        manifest["weights"].pop(key, None)
         if found is None and not path.is_file():
             raise WeightsError(f"{key} is not in the weight store ({root}) — `zoo weights "
                                "list` shows what is")
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()
         write_manifest(root, manifest)
@@ -166,10 +224,18 @@ def verify(root: Path) -> list[dict]:
     rows = []
     known = set()
     for key, e in sorted(manifest["weights"].items()):
-        path = root / e["file"]
+        row = {"key": key, "model": e.get("model") if isinstance(e, dict) else None,
+               "tag": e.get("tag") if isinstance(e, dict) else None,
+               "file": str(e.get("file")) if isinstance(e, dict) else None,
+               "expected_sha256": e.get("sha256") if isinstance(e, dict) else None}
+        try:
+            path = entry_file(root, key, e if isinstance(e, dict) else {})
+        except WeightsError as exc:  # never hash (read) a file the manifest points outside
+            row.update(status="bad entry", sha256=None, problem=str(exc))
+            rows.append(row)
+            continue
         known.add(path.resolve())
-        row = {"key": key, "model": e.get("model"), "tag": e.get("tag"), "file": str(path),
-               "expected_sha256": e.get("sha256")}
+        row["file"] = str(path)
         if not path.is_file():
             row.update(status="missing", sha256=None)
         elif path.stat().st_size != e.get("size"):
@@ -200,7 +266,8 @@ class WeightStore:
         self.root = Path(root) if root else zoo_home() / "weights"
 
     def path_for(self, model: str, tag: str | None = None) -> Path:
-        return self.root / folder_name(model, tag) / FILE_NAME
+        check_name(model, tag)
+        return inside(self.root, f"{folder_name(model, tag)}/{FILE_NAME}")
 
     def get(self, model: str, tag: str | None = None) -> ResolvedWeights | None:
         """The stored weights (checked against the manifest's sha256), or None."""

@@ -1,7 +1,8 @@
-"""Deterministic, stratified train/val/test splits and few-shot subsets.
+"""Deterministic, stratified train/val/test splits and few-shot subsets: zoo's one split.
 
-Every dataset in this plugin splits through these functions, so all of them share one
-meaning of ``seed``, ``val_split``, ``test_split`` and ``max_per_class``:
+The built-in datasets, the scaffold's dataset template and the kit's ``tiny`` dataset all
+split through these functions (a third-party dataset should too), so every dataset shares
+one meaning of ``seed``, ``val_split``, ``test_split`` and ``max_per_class``:
 
 * each class is shuffled by its own generator seeded with ``(seed, class)``: adding a class
   or images of another class does not reshuffle a class's split;
@@ -12,7 +13,7 @@ meaning of ``seed``, ``val_split``, ``test_split`` and ``max_per_class``:
   train set is inside the 10-shot one for the same seed.
 
 Index lists come back sorted, so a split's order follows the dataset's own order.
-Imports numpy lazily: this module is imported by the plugin's registration code.
+Imports numpy lazily: dataset plugins import this module from their registration code.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def check_split(split: str) -> str:
 
 
 def _rng(seed: int, label: int, salt: int):
-    import numpy as np
+    import numpy as np  # lazy: numpy (dataset plugins import this module at registration)
 
     # SeedSequence wants non-negative entropy; fold any int into 64 bits.
     return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(label), salt])

@@ -1,0 +1,118 @@
+"""benchmarks/whole_process.py and benchmarks/gpu.py: output format and the no-GPU path.
+
+Wall times are never asserted (the machine is shared); what is checked is that the scripts
+run end to end in their quick modes and print what docs/benchmarks.md quotes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_folder_has_the_same_split_for_every_contender(tmp_path):
+    wp = load("whole_process")
+    root = wp.build_folder(tmp_path / "data", images=90)
+    counts = {s: len(list((root / s).rglob("*.png"))) for s in ("train", "val", "test")}
+    assert counts == {"train": 63, "val": 9, "test": 18}  # 10 crops of each of 9 photos
+    assert sorted(p.name for p in (root / "train").iterdir()) == sorted(wp.PHOTOS)
+    from PIL import Image
+
+    with Image.open(next((root / "val").rglob("*.png"))) as im:
+        assert im.size == (48, 48) and im.mode == "RGB"
+
+
+def test_summary_prints_ratios_of_medians_and_targets():
+    wp = load("whole_process")
+    walls = {"zoo": [10.0, 12.0, 30.0], "bare": [8.0, 10.0, 9.0], "same": [10.0, 10.0, 11.0],
+             "zoo_uncached": [60.0, 61.0, 59.0]}
+    run = {k: {"wall": v, "first_step": [2.0, 3.0, None] if k == "zoo" else [1.5, 1.5, 1.5]}
+           for k, v in walls.items()}
+    lines = wp.summarise({("idle", "linear-probe"): run})
+    assert lines[1].split() == ["idle", "linear-probe", "12.00", "9.00", "10.00", "1.33",
+                                "1.20", "2.50/1.50/1.50"]
+    assert "zoo/bare <= 1.2; zoo/same <= 1.1; first step zoo - bare = +1.00 s" in lines[2]
+    assert "uncached 60.00 s / cached 12.00 s = 5.00x faster (target >= 5x)" in lines[3]
+
+
+def test_quick_flag_keeps_explicit_values(monkeypatch, tmp_path):
+    wp = load("whole_process")
+    seen = {}
+    monkeypatch.setattr(wp, "build_folder", lambda root, images: seen.setdefault("n", images))
+    monkeypatch.setattr(wp, "measure", lambda args, *a: seen.update(args=args) or {})
+    monkeypatch.setattr(wp, "summarise", lambda results: [])
+    wp.main(["--quick", "--images", "27", "--workdir", str(tmp_path), "--modes", "finetune"])
+    assert seen["n"] == 27 and seen["args"].epochs == 1 and seen["args"].repeats == 1
+
+
+@pytest.mark.slow
+def test_whole_process_quick_mode_runs_and_prints_the_table(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "whole_process.py"), "--quick", "--images", "27",
+         "--model", "test_resnet", "--image-size", "32", "--modes", "finetune",
+         "--conditions", "load", "--load-seconds", "120", "--workdir", str(tmp_path),
+         "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("test_resnet, 27 crops (9 photos) at 32 px, 1 epoch(s)")
+    row = re.compile(r"^load\s+finetune(\s+\d+\.\d\d){5}\s+\d+\.\d\d/\d+\.\d\d/\d+\.\d\d$")
+    assert any(row.match(line) for line in lines), out.stdout
+    assert any("zoo/same <= 1.25" in line for line in lines)
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    (result,) = report["results"]
+    assert result["condition"] == "load" and len(result["zoo"]["wall"]) == 1
+    assert set(result) >= {"zoo", "bare", "same"}
+    assert (tmp_path / "runs" / "plain" / "model.pt").exists()  # the same-work loop saved
+
+
+def test_gpu_script_says_no_gpu_and_exits_0(monkeypatch, capsys):
+    import torch
+
+    gpu = load("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no CUDA GPU present") and "nothing measured" in out
+
+
+def test_gpu_script_no_gpu_from_the_command_line():
+    code = ("import sys, torch; torch.cuda.is_available = lambda: False; "
+            f"sys.argv = ['gpu.py']; sys.path.insert(0, {str(BENCH)!r}); "
+            "import gpu; sys.exit(gpu.main())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "no CUDA GPU present" in out.stdout
+
+
+def test_gpu_configs_are_valid_jobs():
+    import argparse
+
+    from zoo.api import load_job
+
+    gpu = load("gpu")
+    cfgs = gpu.configs(["resnet50", "vit_base_patch16_224"], compile_=False)
+    assert [(c["model"], c["precision"], c["channels_last"]) for c in cfgs] == [
+        ("resnet50", "fp32", False), ("resnet50", "bf16", False), ("resnet50", "fp32", True),
+        ("resnet50", "bf16", True), ("vit_base_patch16_224", "fp32", False),
+        ("vit_base_patch16_224", "bf16", False)]
+    assert len(gpu.configs(["resnet50"], compile_=True)) == 8
+    args = argparse.Namespace(epochs=3, batch_size=64, per_class=10)
+    job = load_job("resnet50", weights="none", sets=gpu.job_sets(cfgs[3], args))
+    assert (job.train.precision, job.train.channels_last, job.device) == ("bf16", True, "cuda")
+    assert job.data.image_size == 224 and job.data.params == {"size": 64, "per_class": 10}

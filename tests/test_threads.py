@@ -1,0 +1,120 @@
+"""The threads/workers policy (zoo.engine.threads) with mocked affinity, env and cgroups."""
+from __future__ import annotations
+
+import pytest
+
+from zoo.engine import threads
+from zoo.engine.threads import CpuBudget, choose, cpu_budget, cgroup_cpus
+
+
+def cgroup(tmp_path, v2: str | None = None, v1: tuple[str, str] | None = None):
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2 + "\n")
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(v1[0])
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(v1[1])
+    return tmp_path
+
+
+def budget(tmp_path, *, count=16, affinity=None, env=None, **cg):
+    affinity = set(range(count)) if affinity is None else affinity  # not this machine's
+    return cpu_budget(cpu_count=count, affinity=affinity, environ=env or {},
+                      cgroup_root=cgroup(tmp_path, **cg))
+
+
+def test_cgroup_v2_quota_and_no_limit(tmp_path):
+    assert cgroup_cpus(cgroup(tmp_path, v2="250000 100000")) == 2.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpus(tmp_path) is None
+    assert cgroup_cpus(tmp_path / "missing") is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    assert cgroup_cpus(cgroup(tmp_path, v1=("300000", "100000"))) == 3.0
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    assert cgroup_cpus(tmp_path) is None
+
+
+def test_budget_is_the_smallest_limit(tmp_path):
+    assert budget(tmp_path).cores == 16
+    assert budget(tmp_path, affinity={0, 1, 2}).cores == 3
+    b = budget(tmp_path, affinity=set(range(8)), v2="150000 100000")
+    assert b.cores == 1  # 1.5 CPUs round down: 2 threads would be throttled
+    assert b.limits == {"cpu_count": 16, "affinity": 8, "cgroup": 1, "local_ranks": None}
+    assert budget(tmp_path, count=4, affinity=set()).limits["affinity"] is None
+
+
+def test_local_ranks_share_the_cores(tmp_path):
+    b = budget(tmp_path, count=8, env={"LOCAL_WORLD_SIZE": "2"})
+    assert b.cores == 4 and b.limits["local_ranks"] == 2
+    assert budget(tmp_path, count=2, env={"LOCAL_WORLD_SIZE": "4"}).cores == 1
+
+
+def test_in_memory_data_gets_no_workers_on_small_machines():
+    for cores in (1, 2, 4, 7):
+        plan = choose(True, "cpu", budget=CpuBudget(cores))
+        assert (plan.workers, plan.torch_threads) == (0, cores)
+    assert choose(True, "cpu", budget=CpuBudget(16)).workers == 1
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 6, 8, 16, 64])
+def test_threads_plus_workers_never_oversubscribe(in_memory, device, cores):
+    plan = choose(in_memory, device, budget=CpuBudget(cores))
+    assert plan.torch_threads >= 1 and plan.workers >= 0
+    assert plan.torch_threads + plan.workers <= cores
+
+
+def test_file_data_workers():
+    assert choose(False, "cpu", budget=CpuBudget(1)).workers == 0
+    plan = choose(False, "cpu", budget=CpuBudget(2))  # measured: 1 + 1 beats 2 + 0
+    assert (plan.workers, plan.torch_threads) == (1, 1)
+    assert choose(False, "cpu", budget=CpuBudget(6)).workers == 1
+    plan = choose(False, "cpu", budget=CpuBudget(16))
+    assert (plan.workers, plan.torch_threads) == (4, 12)
+    assert choose(False, "cuda", budget=CpuBudget(16)).workers == 8
+    assert choose(False, "cuda", budget=CpuBudget(4)).workers == 3
+
+
+def test_explicit_workers_are_honoured_and_threads_make_room():
+    plan = choose(True, "cpu", workers=3, budget=CpuBudget(4))
+    assert (plan.workers, plan.torch_threads) == (3, 1)
+    assert "as set" in plan.reason
+
+
+def test_omp_num_threads_lowers_never_raises(tmp_path):
+    low = budget(tmp_path, count=8, env={"OMP_NUM_THREADS": "2"})
+    assert choose(True, "cpu", budget=low).torch_threads == 2
+    high = budget(tmp_path, count=4, env={"OMP_NUM_THREADS": "32"})
+    plan = choose(True, "cpu", budget=high)
+    assert plan.torch_threads == 4 and plan.limits["OMP_NUM_THREADS"] == 32
+    assert budget(tmp_path, env={"OMP_NUM_THREADS": "x"}).omp_threads is None
+
+
+def test_plan_is_printable_and_recordable(tmp_path):
+    plan = threads.plan_for_run(type("D", (), {"in_memory": True})(), "cpu",
+                                budget=budget(tmp_path, count=4, affinity={0, 1}))
+    d = plan.to_dict()
+    assert d["cores"] == 2 and d["torch_threads"] == 2 and d["workers"] == 0
+    assert d["limits"]["affinity"] == 2
+    line = plan.describe()
+    assert line.startswith("threads: 2 torch + 0 DataLoader worker(s) on 2 core(s)")
+    assert "affinity 2" in line
+
+
+def test_apply_sets_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        previous = threads.apply(threads.ThreadPlan(1, 1, 0, "test"))
+        assert previous == before and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_this_machine_budget_is_sane():
+    b = cpu_budget()
+    assert 1 <= b.cores <= (threads.os.cpu_count() or 1)

@@ -1,0 +1,171 @@
+"""How many torch intra-op threads and DataLoader workers a run uses.
+
+The rule, chosen by measurement (docs/benchmarks.md, "Threads and workers"):
+
+- **The cores zoo may use** are the fewest of: ``os.cpu_count()``, the CPUs this process may
+  run on (``os.sched_getaffinity``), the cgroup CPU quota (``/sys/fs/cgroup/cpu.max``, or
+  cgroup v1's ``cpu.cfs_quota_us``), divided among the local ranks under torchrun. Torch's
+  own default counts the machine's cores, so in a 2-CPU container on a 64-core host it
+  starts 32+ threads that the quota then throttles.
+- **Threads + workers never exceed those cores**: every DataLoader worker takes one core
+  away from torch's intra-op threads. ``OMP_NUM_THREADS``, when set, is the user's choice
+  of intra-op threads and is only lowered, never raised.
+- **In-memory datasets** (decoded tensors; per-item work is a resize) load in the main
+  process below 8 cores on CPU: on 2 cores a worker only competes with the compute (1.6×
+  slower measured). **File datasets** (a decode per item) get one worker from 2 cores on,
+  ``cores // 4`` from 8, at most 4 (CPU device): on 2 cores 1 thread + 1 worker beat
+  2 threads + 0 workers; on CUDA the compute is on the GPU, so workers get every core but
+  one, at most 8.
+- An explicit ``data.num_workers`` is honoured; the threads then make room for it.
+
+Nothing here imports torch except :func:`apply` (the numbers are plain functions, tested
+with mocked affinity, environment and cgroup files).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+IN_MEMORY_WORKERS_FROM = 8   # cores from which in-memory datasets get a worker (CPU device)
+FILE_WORKERS_FROM = 2        # cores from which file datasets get workers (CPU device)
+MAX_CPU_WORKERS = 4
+MAX_CUDA_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """The cores zoo may use, and what each source said (None: no limit from it)."""
+
+    cores: int
+    limits: dict = field(default_factory=dict)
+    omp_threads: int | None = None   # OMP_NUM_THREADS, when set to a positive integer
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """What a run uses: ``torch_threads`` intra-op threads and ``workers`` per DataLoader."""
+
+    cores: int
+    torch_threads: int
+    workers: int
+    reason: str
+    limits: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """For ``summary.json`` (key ``threads``) and ``--plan --json``."""
+        return {"cores": self.cores, "torch_threads": self.torch_threads,
+                "workers": self.workers, "reason": self.reason, "limits": dict(self.limits)}
+
+    def describe(self) -> str:
+        """One line for ``--plan`` and the run log."""
+        limited = ", ".join(f"{k} {v}" for k, v in self.limits.items() if v is not None)
+        return (f"threads: {self.torch_threads} torch + {self.workers} DataLoader worker(s) "
+                f"on {self.cores} core(s) ({limited}); {self.reason}")
+
+
+def cgroup_cpus(root: Path | str = CGROUP_ROOT) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (``2.5`` = 250 ms per 100 ms), or
+    None when there is none (or no cgroup files to read)."""
+    root = Path(root)
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+        if quota == "max":
+            return None
+        return _ratio(quota, period or "100000")
+    except (OSError, ValueError):
+        pass
+    for sub in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):  # cgroup v1
+        try:
+            quota = (root / sub / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / sub / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            continue
+        try:
+            return None if int(quota) <= 0 else _ratio(quota, period)
+        except ValueError:
+            return None
+    return None
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    q, p = int(quota), int(period)
+    return q / p if q > 0 and p > 0 else None
+
+
+def _positive_int(text) -> int | None:
+    try:
+        value = int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def cpu_budget(*, cpu_count: int | None = None, affinity: set | None = None,
+               environ: dict | None = None, cgroup_root: Path | str = CGROUP_ROOT) -> CpuBudget:
+    """The cores zoo may use. Every argument defaults to this machine (tests pass values)."""
+    env = os.environ if environ is None else environ
+    count = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    if affinity is None and hasattr(os, "sched_getaffinity"):  # not on macOS / Windows
+        affinity = os.sched_getaffinity(0)
+    quota = cgroup_cpus(cgroup_root)
+    ranks = _positive_int(env.get("LOCAL_WORLD_SIZE")) or 1
+    limits: dict = {"cpu_count": count,
+                    "affinity": len(affinity) if affinity else None,
+                    # a fractional quota rounds down: 2 threads on 1.5 CPUs get throttled
+                    "cgroup": max(1, math.floor(quota)) if quota else None,
+                    "local_ranks": ranks if ranks > 1 else None}
+    cores = min(v for k, v in limits.items() if v is not None and k != "local_ranks")
+    cores = max(1, cores // ranks)
+    return CpuBudget(cores, limits, _positive_int(env.get("OMP_NUM_THREADS")))
+
+
+def choose(in_memory: bool, device_type: str = "cpu", workers: int | None = None,
+           budget: CpuBudget | None = None) -> ThreadPlan:
+    """Threads and workers for one run: see the module docstring for the rule."""
+    budget = budget or cpu_budget()
+    cores = budget.cores
+    gpu = device_type == "cuda"
+    if workers is not None:
+        w, reason = max(0, int(workers)), "data.num_workers as set"
+    elif gpu:
+        if in_memory and cores < 4:
+            w, reason = 0, "in-memory data, few cores: loaded in the main process"
+        else:
+            w, reason = min(MAX_CUDA_WORKERS, cores - 1), "CUDA: workers feed the GPU"
+    elif in_memory:
+        if cores < IN_MEMORY_WORKERS_FROM:
+            w, reason = 0, f"in-memory data on < {IN_MEMORY_WORKERS_FROM} cores: no workers"
+        else:
+            w, reason = 1, "in-memory data, many cores: one worker for the transforms"
+    elif cores < FILE_WORKERS_FROM:
+        w, reason = 0, f"file data on < {FILE_WORKERS_FROM} cores: a worker would take a " \
+                       "compute core"
+    else:
+        w, reason = min(MAX_CPU_WORKERS, max(1, cores // 4)), "file data: workers decode"
+    threads = max(1, cores - w)  # a worker is a busy process: it takes a core from torch
+    if budget.omp_threads is not None:
+        if budget.omp_threads < threads:
+            threads = budget.omp_threads
+        reason += f"; OMP_NUM_THREADS={budget.omp_threads}"
+    limits = dict(budget.limits, OMP_NUM_THREADS=budget.omp_threads)
+    return ThreadPlan(cores, threads, w, reason, limits)
+
+
+def plan_for_run(dataset, device_type: str, workers: int | None = None,
+                 budget: CpuBudget | None = None) -> ThreadPlan:
+    """The plan for a run on ``dataset`` (its ``in_memory`` attribute decides), with the
+    job's ``data.num_workers`` (None: chosen here). Call :func:`apply` before training."""
+    return choose(bool(getattr(dataset, "in_memory", False)), device_type, workers, budget)
+
+
+def apply(plan: ThreadPlan) -> int:
+    """Set torch's intra-op threads to the plan's; returns the previous count."""
+    import torch  # lazy: torch start-up cost (this module is imported by --plan paths)
+
+    previous = torch.get_num_threads()
+    if previous != plan.torch_threads:
+        torch.set_num_threads(plan.torch_threads)
+    return previous
