@@ -48,7 +48,7 @@ def test_preset_merging():
     ({"train": {"lrr": 1}}, r"unknown key 'train.lrr'.*did you mean lr"),
     ({"train": {"epochs": -1}}, r"'train.epochs' must be at least 1"),
     ({"train": {"epochs": "five"}}, r"'train.epochs' must be an integer"),
-    ({"train": {"lr": 0}}, r"'train.lr' must be positive"),
+    ({"train": {"lr": 0}}, r"'train.lr' must be a positive number"),
     ({"data": {"augment": "heavy"}}, r"'data.augment' is 'heavy'"),
     ({"strategy": {"bn": "freeze"}}, r"did you mean freeze-stats|freeze-all"),
     ({"data": {"val_split": 0.6, "test_split": 0.5}}, r"must leave some training data"),

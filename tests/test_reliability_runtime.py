@@ -8,6 +8,7 @@ a real process boundary is the point (export's child process, stdout of ``--json
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -440,9 +441,22 @@ def test_joint_source_head_is_in_the_checkpoint_and_restored(tmp_path):
     _, state, info = load_checkpoint(run_dir)
     assert [t["name"] for t in info["loss_terms"]] == ["joint-source"]
     saved = state.term_states[0]
-    assert set(saved) == {"head.weight", "head.bias"}
+    assert set(saved) == {"head.weight", "head.bias", "drawn"}  # head + source stream position
+    assert int(saved["drawn"]) > 0
     fresh = torch.nn.Module()
     fresh.head = torch.nn.Linear(*saved["head.weight"].shape[::-1])
+    fresh.register_buffer("drawn", torch.zeros((), dtype=torch.long))
     restore_loss_terms([fresh], state.term_states, run_dir)
     assert torch.equal(fresh.head.weight, saved["head.weight"])
-    assert run(job, cat, quiet=True, resume=str(run_dir))["status"] == "completed"
+    resumed = run(job, cat, quiet=True, resume=str(run_dir))
+    assert resumed["status"] == "completed"
+    # exact: the resumed run equals an uninterrupted one, epoch by epoch
+    (tmp_path / "whole").mkdir()
+    whole = run(replace(job, out=str(tmp_path / "whole")), cat, quiet=True)
+
+    def hist(d):
+        return [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["train"]["loss"] for r in hist(run_dir)] == \
+        [r["train"]["loss"] for r in hist(whole["run_dir"])]
+    assert resumed["test"] == whole["test"]

@@ -315,3 +315,24 @@ def test_pull_from_a_resolve_weights_plugin(capsys):
     backbone, summary = resolve_and_load(_catalog(), _ref("efficientnet_lite0"), "auto", [])
     assert summary["source"] == "store"
     assert backbone.pretrained_cfg.mean == (0.5, 0.5, 0.5)  # the plugin's preprocessing kept
+
+
+def test_a_second_store_writer_is_told_it_waits(tmp_path):
+    """Two processes writing the store: the second says it waits, then writes after the first."""
+    import subprocess
+    import sys
+    import time
+
+    from zoo.weights.store import locked
+
+    root = tmp_path / "weights"
+    code = ("import sys, time; from pathlib import Path; from zoo.weights.store import locked\n"
+            "with locked(Path(sys.argv[1])):\n    print('got it', flush=True)\n")
+    with locked(root):
+        child = subprocess.Popen([sys.executable, "-c", code, str(root)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # the child is blocked on our lock meanwhile
+        assert child.poll() is None
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0 and out.strip() == "got it"
+    assert "waiting for another zoo process writing the weight store" in err

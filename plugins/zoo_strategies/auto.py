@@ -1,160 +1,213 @@
-"""``auto``: choose a strategy for *this* data by short, budgeted trials, and say why.
+"""``auto``: choose a strategy and its LR for *this* data by successive halving, and say why.
 
-Procedure (docs/strategies.md has the measurements behind it):
+Candidates (docs/strategies.md, "auto"): every strategy of the catalog whose ``auto``
+attribute is a :class:`zoo.strategy.AutoCandidate` (cost ``free``/``cheap``/``partial``/
+``full``, ``needs_source_weights``, ``needs`` streams) and whose needs this job meets —
+PEFT, training-free and UDA strategies join without editing ``auto``; ``candidates`` (a
+list of names) overrides discovery.  A candidate whose plan fails on this model (``ncm``
+without its head, ``lora`` without peft) is skipped with the reason.  LRs per strategy: its
+default LR (its job defaults' ``train.lr``, else the job's) and ×/÷ ``lr_factor``, or with
+``lr=auto`` the LR range test's suggestion (:mod:`zoo.engine.lr_range`).
 
-1. **No source weights** (random init): ``finetune``, no trials.  Frozen random features
-   are not worth probing; every layer must learn, at the full LR.
-2. **No val split**: ``lp-ft`` (Kumar et al. 2022: as good as fine-tuning in distribution,
-   better out of it), no trials — there is nothing to measure them on.
-3. Otherwise **trials on the train split, scored on the val split**, on copies of the model
-   (the run's model is untouched):
+Procedure:
 
-   - ``linear-probe``: the backbone's features of train (un-augmented, as ``linear-probe``
-     sees them) and val are computed once, then the head trains on them for
-     ``train.epochs`` epochs at ``probe_lr`` — nearly free.
-   - ``lp-ft``: from that probe's head, every layer fine-tunes for ``t`` epochs at
-     ``lr × 0.1`` (the lp-ft fine-tune phase).
-   - ``finetune``: from a fresh head, ``t`` epochs of the finetune plan.
+1. **No source weights**: ``finetune`` (or the first full-cost candidate), no trials.
+2. **No val split**: ``lp-ft`` (Kumar et al. 2022), no trials — nothing to score them on.
+3. Otherwise **successive halving** (Jamieson & Talwalkar 2016; Li et al.'s Hyperband
+   rung): ``free`` candidates are evaluated once; the others train on copies of the model
+   for rung budgets ``b, b·eta, b·eta², ...`` (fractions of ``train.epochs``; below one
+   epoch, a random subset of the train split), and after each rung the top ``1/eta`` by val
+   accuracy go on.  ``b`` makes the whole halving cost about ``budget`` fine-tune runs
+   (cheap candidates train on cached features and are not counted).  The best val accuracy
+   of the last rung and the free candidates wins; within one val image, the lowest val loss.
 
-   The trials that train the backbone share a budget of ``budget × train.epochs`` epochs
-   (default 0.4: with two of them, ``t`` is 1 epoch of 5; below one epoch each, they see
-   a random subset of the train split).  The best val accuracy wins; candidates within
-   one val image of it count as tied and the lowest val loss among them wins.
-
-Then ``auto`` plans the chosen strategy's phases for the full run (its defaults; a
-linear probe at ``probe_lr`` on un-augmented images — the run's train split gets the val
-transform, as ``linear-probe``'s registry default ``data.augment: none`` would give) and its
-notes say what it measured.  The trials cost about
-``budget`` plus one feature pass of a fine-tune run; the chosen run itself costs at most a
-fine-tune run, so ``auto`` stays under ~1.5× a single fine-tune run.
+Then ``auto`` plans the winner for the full run at its LR (a normal plan: the run folder is
+ordinary) and its notes hold the candidates × rungs table.  Every candidate is scored on the
+val split of the labeled data it trains on (a UDA job: the source's) — never a test label.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
-import time
 
-from .base import Finetune, LinearProbe, Strategy, has_source_weights
+from zoo.catalog import get_catalog
+from zoo.errors import ConfigError, did_you_mean
+from .base import Strategy, has_source_weights
 
-TRIALS = ("linear-probe", "finetune", "lp-ft")
-
-
-@dataclasses.dataclass
-class TrialResult:
-    strategy: str
-    accuracy: float
-    loss: float
-    seconds: float
-    detail: str
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+FALLBACK_NO_WEIGHTS = ("finetune", "lp-ft", "linear-probe")
+FALLBACK_NO_VAL = ("lp-ft", "finetune", "linear-probe")
+STREAM_SOURCES = {"target_unlabeled": ("target_data", "source_data"),
+                  "source": ("source_data",)}
 
 
 class Auto(Strategy):
-    """Choose linear-probe, finetune or lp-ft by short budgeted trials on the val split; explains why."""
+    """Choose strategy and LR by successive halving on the val split (candidates: every strategy that declares auto); explains why."""
 
     name = "auto"
-    defaults = {"candidates": ",".join(TRIALS), "budget": 0.4, "probe_lr": 0.01}
+    defaults = {"candidates": "auto", "eta": 3, "rungs": 3, "budget": 0.4, "lr": "grid",
+                "lr_factor": 3.0}
 
     def __init__(self):
-        self._bundle = None
-        self._device = None
-        self.last_trials: list[TrialResult] = []   # of the latest plan (tests, compare)
+        self._extra: dict = {}
+        self.last_trials: list = []     # the latest plan's candidates (tests, compare)
+        self.last_skipped: dict = {}    # strategy -> why it is not a candidate
 
-    def prepare(self, bundle=None, device=None, **_ignored):
-        """Called by the runner before every plan: the run's splits and device."""
-        self._bundle = bundle
-        self._device = device
+    def prepare(self, bundle=None, device=None, catalog=None, source_data=None,
+                target_data=None, **_ignored):
+        """Called before every plan: the run's splits, device, catalog and extra data."""
+        self._extra = {"bundle": bundle, "device": device, "catalog": catalog,
+                       "source_data": source_data, "target_data": target_data}
 
-    # -- the plan ----------------------------------------------------------------------------
-    def candidates(self, p: dict) -> list[str]:
-        from zoo.errors import ConfigError, did_you_mean
+    # -- candidates ------------------------------------------------------------------------
+    def _catalog(self):
+        catalog = self._extra.get("catalog")
+        if catalog is None:  # planned outside a run (tests): the installed catalog
+            catalog = get_catalog()
+        return catalog
 
+    def discover(self, model, groups, job, names: list[str] | None):
+        """``(candidate strategies [(name, obj, AutoCandidate, sub-job, trains_on)], skipped)``."""
+        from zoo.engine.phases import trains_on  # lazy: imports torch
+        from zoo.strategy import AutoCandidate  # lazy: imports torch
+
+        catalog = self._catalog()
+        available = {s for s, keys in STREAM_SOURCES.items()
+                     if any(self._extra.get(k) is not None for k in keys)}
+        explicit = names is not None
+        pool = names if explicit else [n for n in catalog.names("strategies") if n != self.name]
+        found, skipped = [], {}
+        for name in pool:
+            if name == self.name:
+                raise ConfigError("strategy 'auto': 'auto' cannot be its own candidate")
+            if not catalog.has("strategies", name):
+                raise ConfigError(f"strategy 'auto': candidate '{name}' is not a strategy"
+                                  f"{did_you_mean(name, catalog.names('strategies'))}")
+            obj = catalog.get("strategies", name).obj
+            decl = getattr(obj, "auto", None)
+            if decl is None and explicit:
+                decl = AutoCandidate()  # named by the user: a full-cost candidate
+            if decl is None:
+                continue  # the strategy does not offer itself
+            if not isinstance(decl, AutoCandidate):
+                skipped[name] = "its auto attribute is not a zoo.strategy.AutoCandidate"
+                continue
+            if decl.needs_source_weights and not has_source_weights(model):
+                skipped[name] = "needs source weights"
+                continue
+            missing = [s for s in decl.needs if s not in available]
+            if missing:
+                skipped[name] = (f"needs the data stream {missing[0]} (job key "
+                                 f"{' or '.join(STREAM_SOURCES.get(missing[0], ('?',)))})")
+                continue
+            sub = self.sub_job(catalog, job, name)
+            try:  # planned once here: a plan that fails on this model is no candidate
+                plan = obj.plan(model, groups, sub)
+                where = trains_on(plan, sub)
+            except ConfigError as exc:
+                skipped[name] = str(exc).splitlines()[0]
+                continue
+            found.append((name, obj, decl, sub, where))
+        if any(f[4] == "source" for f in found):  # a UDA job: target labels never train
+            for f in [f for f in found if f[4] != "source"]:
+                skipped[f[0]] = "trains on the target's labels; this job adapts from the source"
+                found.remove(f)
+        return found, skipped
+
+    @staticmethod
+    def sub_job(catalog, job, name: str):
+        """``job`` as strategy ``name`` would run it: its params; its own LR and weight
+        decay when its job defaults set them (linear-probe: lr 0.01)."""
+        own = catalog.job_defaults("strategies", name)
+        train = own.get("train") or {}
+        params = dict((own.get("strategy") or {}).get("params") or {})
+        t = dataclasses.replace(job.train, **{k: train[k] for k in ("lr", "weight_decay")
+                                              if k in train})
+        return dataclasses.replace(job, train=t, strategy=dataclasses.replace(
+            job.strategy, name=name, params=params))
+
+    def names(self, p: dict) -> list[str] | None:
         raw = p["candidates"]
+        if raw in (None, "auto", ""):
+            return None
         names = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
-        names = [str(n).strip() for n in names if str(n).strip()]
-        for n in names:
-            if n not in TRIALS:
-                raise ConfigError(f"strategy 'auto': candidate '{n}' cannot be trialled"
-                                  f"{did_you_mean(n, TRIALS)} (choose from {', '.join(TRIALS)})")
+        names = list(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
         if not names:
             raise ConfigError("strategy 'auto': 'candidates' names no strategy")
-        return list(dict.fromkeys(names))
+        return names
 
+    # -- the plan ----------------------------------------------------------------------------
     def plan(self, model, groups, job):
-        from zoo.strategy import StrategyPlan
+        from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         p = self.params(job)
-        cands = self.candidates(p)
+        eta = self.number(p, "eta", int, 2, 100)
+        rungs = self.number(p, "rungs", int, 1, 10)
         budget = self.number(p, "budget", float, 0.0, 10.0)
-        probe_lr = self.number(p, "probe_lr", float, 0.0)
+        factor = self.number(p, "lr_factor", float, 1.0, 1000.0)
+        if p["lr"] not in ("grid", "auto"):
+            raise ConfigError(f"strategy 'auto': parameter 'lr' is {p['lr']!r}; use grid (the "
+                              "default LR ×/÷ lr_factor) or auto (the LR range test)")
         self.last_trials = []
-        bundle = self._bundle
-        n_train = len(bundle.train) if bundle is not None else 0
+        found, self.last_skipped = self.discover(model, groups, job, self.names(p))
+        if not found:
+            raise ConfigError("strategy 'auto': no candidate fits this job ("
+                              + "; ".join(f"{k}: {v}" for k, v in self.last_skipped.items())
+                              + ") — name candidates with --set strategy.params.candidates=A,B")
+        bundle = self._extra.get("bundle")
+        names = [f[0] for f in found]
         n_val = len(bundle.val) if bundle is not None and bundle.val is not None else 0
         data_note = []
         if bundle is not None:
             k = len(bundle.classes)
-            data_note = [f"data: {k} classes, {n_train / max(1, k):.0f} train and "
+            data_note = [f"data: {k} classes, {len(bundle.train) / max(1, k):.0f} train and "
                          f"{n_val / max(1, k):.0f} val images per class"]
+        table: list[str] = []
         if not has_source_weights(model):
-            chosen = _prefer(cands, ("finetune", "lp-ft", "linear-probe"))
+            chosen = _prefer(names, FALLBACK_NO_WEIGHTS, found, "full")
             why = ("no source weights (random init): frozen random features are not worth "
                    "probing, every layer has to learn at the full LR; no trials run")
-            extra = []
+            lr = None
         elif bundle is None or n_val == 0:
-            chosen = _prefer(cands, ("lp-ft", "finetune", "linear-probe"))
+            chosen = _prefer(names, FALLBACK_NO_VAL, found, "full")
             why = ("no val split to score trials on: lp-ft is the safe default with source "
                    "weights (Kumar et al. 2022); set data.val_split to let auto measure")
-            extra = []
-        elif len(cands) == 1:
-            chosen, why, extra = cands[0], "it is the only candidate", []
+            lr = None
+        elif len(found) == 1 and p["lr"] == "grid" and factor == 1.0:
+            chosen, why, lr = names[0], "it is the only candidate", None
         else:
-            trials, seconds, detail = run_trials(model, groups, job, bundle, self._device,
-                                                 cands, budget, probe_lr)
-            self.last_trials = trials
-            chosen, why = choose(trials, n_val)
-            extra = [f"trials ({seconds:.1f}s; {detail}): " + " · ".join(
-                f"{t.strategy} acc {t.accuracy:.3f} loss {t.loss:.3f} ({t.detail})"
-                for t in trials)]
-        plan = self.delegate(chosen, model, groups, job, probe_lr)
-        if chosen == "linear-probe" and job.data.augment != "none" and bundle is not None:
-            # like `--strategy linear-probe` (registry: data.augment none): a probe fits
-            # fixed features best; a plan cannot change job.data, so the run's train split
-            # gets the val transform here (prepare() handed over this run's splits)
-            if _set_train_transform(bundle):
-                plan.notes.append(f"trains on un-augmented images (data.augment "
-                                  f"{job.data.augment} applies to fine-tuning only)")
-        notes = [f"auto chose '{chosen}': {why}", *extra, *data_note,
+            from .auto_halving import halve  # lazy: the trials import torch
+
+            winner, why, table = halve(self, model, groups, job, found, eta=eta, rungs=rungs,
+                                       budget=budget, factor=factor, lr_mode=p["lr"])
+            chosen, lr = winner.strategy, winner.lr
+        entry = next(f for f in found if f[0] == chosen)
+        plan = self.delegate(entry, model, groups, lr)
+        if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none" \
+                and bundle is not None and _set_train_transform(bundle):
+            # like `--strategy linear-probe` (registry: data.augment none): a probe fits fixed
+            # features best; a plan cannot change job.data, so the run's train split gets the
+            # val transform here (prepare() handed over this run's splits)
+            plan.notes.append(f"trains on un-augmented images (data.augment "
+                              f"{job.data.augment} applies to fine-tuning only)")
+        at = f" at lr {lr:.3g}" if lr is not None else ""
+        skipped = (["not candidates: " + "; ".join(f"{k} ({v})"
+                                                     for k, v in self.last_skipped.items())]
+                   if self.last_skipped else [])
+        notes = [f"auto chose '{chosen}'{at}: {why}", *table, *skipped, *data_note,
                  *[f"{chosen}: {n}" for n in plan.notes]]
-        return StrategyPlan(self.name, plan.phases, notes)
+        return StrategyPlan(self.name, plan.phases, notes, model_changes=plan.model_changes,
+                            train_on=plan.train_on)
 
     @staticmethod
-    def delegate(chosen: str, model, groups, job, probe_lr: float):
-        """The chosen strategy's own plan for the full run (its default parameters)."""
-        from .schedules import LpFt
-
-        sub = dataclasses.replace(job, strategy=dataclasses.replace(job.strategy, name=chosen,
-                                                                     params={}))
-        strategy = {"linear-probe": LinearProbe, "finetune": Finetune, "lp-ft": LpFt}[chosen]()
-        plan = strategy.plan(model, groups, sub)
-        if chosen == "linear-probe":
-            for phase in plan.phases:
-                phase.lr = probe_lr
-            plan.notes.append(f"head at probe_lr {probe_lr:g}")
+    def delegate(entry, model, groups, lr: float | None):
+        """The chosen strategy's own plan for the full run, at ``lr`` (None: its default)."""
+        name, obj, _decl, sub, _where = entry
+        if lr is not None:
+            sub = dataclasses.replace(sub, train=dataclasses.replace(sub.train, lr=lr))
+        plan = obj.plan(model, groups, sub)
+        for phase in plan.phases:  # the run's train.lr is auto's job's: pin the chosen one
+            if phase.lr is None and phase.steps == "gradient":
+                phase.lr = sub.train.lr
         return plan
-
-
-def _plain_train(bundle):
-    """The train split with the val transform (no augmentation), or None if unknown."""
-    train, val = bundle.train, bundle.val
-    if not (hasattr(train, "transform") and hasattr(val, "transform")):
-        return None
-    view = copy.copy(train)
-    view.transform = val.transform
-    return view
 
 
 def _set_train_transform(bundle) -> bool:
@@ -164,161 +217,9 @@ def _set_train_transform(bundle) -> bool:
     return True
 
 
-def _prefer(cands: list[str], order: tuple) -> str:
+def _prefer(names: list[str], order: tuple, found, cost: str) -> str:
     for name in order:
-        if name in cands:
+        if name in names:
             return name
-    return cands[0]
-
-
-def choose(trials: list[TrialResult], n_val: int) -> tuple[str, str]:
-    """Best val accuracy; within one val image of it, the lowest val loss."""
-    best = max(t.accuracy for t in trials)
-    tol = 1.0 / max(1, n_val) + 1e-9
-    tied = [t for t in trials if t.accuracy >= best - tol]
-    winner = min(tied, key=lambda t: t.loss)
-    others = [t for t in trials if t is not winner]
-    if len(tied) > 1:
-        why = (f"val accuracy {winner.accuracy:.3f} ties with "
-               + ", ".join(f"{t.strategy} {t.accuracy:.3f}" for t in tied if t is not winner)
-               + f" (within one of {n_val} val images); lowest val loss {winner.loss:.3f}")
-    else:
-        runner = max(others, key=lambda t: t.accuracy)
-        why = (f"best val accuracy in short trials, {winner.accuracy:.3f} vs "
-               f"{runner.strategy} {runner.accuracy:.3f} "
-               f"(+{100 * (winner.accuracy - runner.accuracy):.1f} points; one val image is "
-               f"{100 / max(1, n_val):.1f})")
-    return winner.strategy, why
-
-
-# -- trials ----------------------------------------------------------------------------------
-def run_trials(model, groups, job, bundle, device, cands: list[str], budget: float,
-               probe_lr: float) -> tuple[list[TrialResult], float, str]:
-    """Short runs of the candidates on copies of ``model``; ``(results, seconds, detail)``."""
-    import torch
-
-    from zoo.engine.data import make_loader
-    from zoo.engine.features import FeatureCache
-    from zoo.engine.loop import fit
-    from zoo.strategy import StrategyPlan
-
-    from .schedules import LpFt
-
-    device = device or torch.device("cpu")
-    started = time.perf_counter()
-    epochs = job.train.epochs
-    training = [c for c in cands if c in ("finetune", "lp-ft")]
-    per = budget * epochs / max(1, len(training))
-    t_epochs = max(1, math.floor(per))
-    fraction = min(1.0, per) if per < 1 else 1.0
-    bs = max(1, min(job.train.batch_size, len(bundle.train)))
-    workers = job.data.num_workers
-
-    train_ds = bundle.train
-    if fraction < 1.0:
-        g = torch.Generator().manual_seed(job.seed + 7)
-        keep = max(bs, int(round(fraction * len(train_ds))))
-        idx = torch.randperm(len(train_ds), generator=g)[:keep].tolist()
-        train_ds = _Subset(bundle.train, idx)
-    plain = _plain_train(bundle)  # the probe sees un-augmented images, as linear-probe does
-    full_loaders = {"train": make_loader(plain if plain is not None else bundle.train, bs, True,
-                                         job.seed, workers, device.type),
-                    "val": make_loader(bundle.val, bs, False, job.seed, workers, device.type)}
-    trial_loaders = {"train": make_loader(train_ds, bs, True, job.seed, workers, device.type),
-                     "val": full_loaders["val"]}
-    from torchmetrics.classification import MulticlassAccuracy
-
-    metrics = {"accuracy": MulticlassAccuracy(num_classes=len(bundle.classes),
-                                              average="micro", validate_args=False).to(device)}
-
-    def trial_job(n_epochs: int, **train_over):
-        train = dataclasses.replace(job.train, epochs=n_epochs, early_stop_patience=None,
-                                    **train_over)
-        return dataclasses.replace(
-            job, train=train, monitor=dataclasses.replace(job.monitor, metric="accuracy",
-                                                          mode="max"),
-            strategy=dataclasses.replace(job.strategy, params={}))
-
-    def quiet(*_a, **_k):
-        return None
-
-    def result(name, state, seconds, detail) -> TrialResult:
-        rec = state.history[state.best_epoch - 1]["val"] if state.best_epoch else {}
-        return TrialResult(name, float(rec.get("accuracy", 0.0)),
-                           float(rec.get("loss", float("inf"))), round(seconds, 3), detail)
-
-    results: list[TrialResult] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.seed)
-        probe_head = None
-        if "linear-probe" in cands or "lp-ft" in cands:
-            t0 = time.perf_counter()
-            m = copy.deepcopy(model).to(device)
-            lp_job = trial_job(epochs, weight_decay=0.0)
-            plan = LinearProbe().plan(m, groups, lp_job)
-            for phase in plan.phases:
-                phase.lr = probe_lr
-            cache = FeatureCache(m.backbone, full_loaders, device, lp_job)
-            cached = cache.fits_budget()
-
-            def feature_loaders(phase):
-                if not cached or not phase.backbone_frozen():
-                    return None
-                return {"train": cache.loader("train", True, bs),
-                        "val": cache.loader("val", False, bs)}
-
-            state = fit(m, groups, plan, full_loaders, metrics, lp_job, device,
-                        feature_loaders=feature_loaders, log=quiet)
-            if state.best_state is not None:
-                m.load_state_dict(state.best_state)
-            probe_head = copy.deepcopy(m.head.state_dict())
-            if "linear-probe" in cands:
-                results.append(result("linear-probe", state, time.perf_counter() - t0,
-                                      f"{epochs} epochs" + (" on cached features"
-                                                            if cached else "")))
-            lp_seconds = time.perf_counter() - t0
-            del m
-        if "lp-ft" in cands:
-            t0 = time.perf_counter()
-            m = copy.deepcopy(model).to(device)
-            m.head.load_state_dict(probe_head)
-            sub = trial_job(t_epochs + 1)
-            ft_phase = LpFt().plan(m, groups, sub).phases[-1]
-            ft_phase.epochs = t_epochs
-            state = fit(m, groups, StrategyPlan("lp-ft", [ft_phase]), trial_loaders, metrics,
-                        sub, device, log=quiet)
-            results.append(result("lp-ft", state, time.perf_counter() - t0 + lp_seconds,
-                                  f"probe + {t_epochs} fine-tune epoch(s)"))
-            del m
-        if "finetune" in cands:
-            t0 = time.perf_counter()
-            m = copy.deepcopy(model).to(device)
-            sub = trial_job(t_epochs)
-            plan = Finetune().plan(m, groups, sub)
-            state = fit(m, groups, plan, trial_loaders, metrics, sub, device, log=quiet)
-            results.append(result("finetune", state, time.perf_counter() - t0,
-                                  f"{t_epochs} epoch(s)"))
-            del m
-    order = {n: i for i, n in enumerate(cands)}
-    results.sort(key=lambda r: order[r.strategy])
-    share = "" if fraction >= 1.0 else f" on {fraction:.0%} of the train split"
-    detail = (f"budget {budget:g} × {epochs} epochs: {t_epochs} trial epoch(s){share} for "
-              f"each of {', '.join(training) or 'none'}")
-    return results, time.perf_counter() - started, detail
-
-
-class _Subset:
-    """A subset of a dataset that keeps ``classes`` (the loop and caches read it)."""
-
-    def __init__(self, dataset, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-        self.classes = getattr(dataset, "classes", None)
-        targets = getattr(dataset, "targets", None)
-        self.targets = [targets[i] for i in indices] if targets is not None else None
-        self.in_memory = getattr(dataset, "in_memory", False)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.dataset[self.indices[i]]
+    by_cost = [f[0] for f in found if f[2].cost == cost]
+    return (by_cost or names)[0]

@@ -113,7 +113,8 @@ class JointSourceTerm(LossTerm):
     """``λ·CE(source_head(backbone(x_src)), y_src)`` on the next source batch each step.
 
     Owns the second head (trainable: the loop's optimizer gets it through ``parameters()``)
-    and an endless iterator over a DataLoader of the source train split.
+    and an endless, deterministic stream over a DataLoader of the source train split (pass
+    ``p`` in the order of sampler epoch ``p``; the count drawn is checkpointed).
     """
 
     name = "joint-source"
@@ -125,16 +126,36 @@ class JointSourceTerm(LossTerm):
         self.lam = float(lam)
         self.loader = loader
         self._iter = None
-        self.batches = 0   # source batches drawn (tests, notes)
+        self._pass = 0
+        # source batches drawn so far: a buffer, so it is in the checkpoint with the head and
+        # a resumed run continues the source stream where it stopped (exact resume)
+        self.register_buffer("drawn", torch.zeros((), dtype=torch.long))
+
+    @property
+    def batches(self) -> int:
+        return int(self.drawn)
+
+    def _start_pass(self) -> None:
+        # zoo's sampler orders a pass by (seed, pass number) only: the same in every process
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._pass)
+        self._iter = iter(self.loader)
 
     def next_batch(self):
-        if self._iter is None:
-            self._iter = iter(self.loader)
+        if self._iter is None:  # first use, or after a resume: skip what was drawn before
+            self._pass, skip = divmod(int(self.drawn), max(1, len(self.loader)))
+            self._start_pass()
+            for _ in range(skip):
+                next(self._iter)
         try:
-            return next(self._iter)
+            batch = next(self._iter)
         except StopIteration:
-            self._iter = iter(self.loader)
-            return next(self._iter)
+            self._pass += 1
+            self._start_pass()
+            batch = next(self._iter)
+        self.drawn += 1
+        return batch
 
     def source_loss(self, model, inputs, targets) -> torch.Tensor:
         """Unweighted CE of the source head on one source batch."""
@@ -143,7 +164,6 @@ class JointSourceTerm(LossTerm):
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
         inputs, targets = self.next_batch()
-        self.batches += 1
         device = ctx.inputs.device if ctx.inputs is not None else self.head.weight.device
         inputs = inputs.to(device, non_blocking=True)
         if ctx.inputs is not None and ctx.inputs.is_contiguous(

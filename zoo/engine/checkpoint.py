@@ -269,20 +269,26 @@ class Saver:
         self.pending = None
 
     def hold(self, state, weights: dict) -> None:
-        self.pending = (state, weights)
+        # the loss terms' state as of this epoch's end too (joint: its head and how many
+        # source batches it drew), so a flushed checkpoint is one consistent moment
+        terms = [_Weights({k: v.detach().clone() for k, v in t.state_dict().items()}
+                          if hasattr(t, "state_dict") else {},
+                          getattr(t, "name", type(t).__name__)) for t in self.loss_terms]
+        self.pending = (state, weights, terms)
 
     def flush(self) -> None:
         if self.pending is not None:
-            state, weights = self.pending
-            save_checkpoint(self.run_dir, _Weights(weights), state, self.meta, self.loss_terms)
+            state, weights, terms = self.pending
+            save_checkpoint(self.run_dir, _Weights(weights), state, self.meta, terms)
             self.pending = None
 
 
 class _Weights:
-    """A saved ``state_dict`` standing in for the model in :func:`save_checkpoint`."""
+    """A saved ``state_dict`` standing in for the model (or a loss term) when saving."""
 
-    def __init__(self, weights: dict):
+    def __init__(self, weights: dict, name: str = "model"):
         self.weights = weights
+        self.name = name
 
     def state_dict(self) -> dict:
         return self.weights

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -104,7 +105,8 @@ def folder_name(model: str, tag: str | None) -> str:
 # -- locking and the manifest --------------------------------------------------------------
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
-    """Exclusive lock on ``root/.lock`` (POSIX ``flock``; blocks until it is free)."""
+    """Exclusive lock on ``root/.lock`` (POSIX ``flock``): a second writer is told it waits,
+    then blocks until the first is done, so two writes of one entry never interleave."""
     root.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl  # lazy: optional dependency (fcntl)
@@ -112,7 +114,14 @@ def locked(root: Path) -> Iterator[None]:
         yield
         return
     with open(root / LOCK, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # another zoo process is writing the store: say so, then wait our turn (its
+            # write is short; the entry it writes is whole when we read it)
+            print(f"waiting for another zoo process writing the weight store {root} ...",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -1,0 +1,211 @@
+"""``auto`` v2 (successive halving over discovered (strategy, LR) candidates) and ``--lr auto``,
+on tiny models: rung sizes, budgets, discovery of a third-party candidate, unmet needs,
+no test label ever read, and the LR range test's LR recorded in job.yaml and summary.json."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.api import run
+from zoo.hookspecs import hookimpl
+from zoo.io.yamlio import load_yaml
+from zoo.kit.testing import make_catalog, tiny_dataset_factory, tiny_job, tiny_transfer_model
+from zoo.strategy import AutoCandidate, Strategy
+from zoo_cli_helpers import assert_one_line_error, cli
+from zoo_strategies.auto import Auto
+from zoo_strategies.auto_halving import rung_budgets
+
+
+class HeadOnlyCandidate(Strategy):
+    """A third-party strategy that offers itself to auto (cheap: frozen backbone)."""
+
+    name = "third-head"
+    defaults: dict = {}
+    auto = AutoCandidate(cost="cheap")
+
+    def plan(self, model, groups, job):
+        from zoo.strategy import Phase, StrategyPlan, all_groups
+
+        phase = Phase("head", job.train.epochs, all_groups(groups, trainable=False),
+                      bn="freeze-all")
+        return StrategyPlan(self.name, [phase])
+
+
+class NeedsSource(HeadOnlyCandidate):
+    """Declares source weights as a need."""
+
+    name = "third-needs-weights"
+    auto = AutoCandidate(cost="cheap", needs_source_weights=True)
+
+
+class NeedsStream(HeadOnlyCandidate):
+    """Declares an unlabeled target stream as a need."""
+
+    name = "third-needs-target"
+    auto = AutoCandidate(cost="full", needs=("target_unlabeled",))
+
+
+class Plugin:
+    name = "third-auto"
+
+    @hookimpl
+    def register_strategies(self, register):
+        for cls in (HeadOnlyCandidate, NeedsSource, NeedsStream):
+            register(cls.name, cls(), description=cls.__doc__)
+
+
+class _Raising:
+    """A split that fails on any read: proof that trials never touch it."""
+
+    classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        raise AssertionError("auto read the test split")
+
+
+def bundle(test=None):
+    from zoo.engine.data import DataBundle
+    from zoo.jobspec import DataSpec
+
+    spec = DataSpec(name="tiny", params={"classes": 3, "per_class": 12}, val_split=0.25,
+                    test_split=0.25)
+    splits = {s: tiny_dataset_factory(spec, s, lambda img: img.float() / 255.0, 0)
+              for s in ("train", "val", "test")}
+    return DataBundle(splits["train"], splits["val"], test or splits["test"],
+                      splits["train"].classes, [])
+
+
+def model(source: bool = True):
+    torch.manual_seed(0)
+    m, groups = tiny_transfer_model(3)
+    m.backbone.weights_source = "file:test" if source else "random-init"
+    return m, groups
+
+
+def auto_job(**params):
+    return tiny_job(strategy={"name": "auto", "params": params}, train={"epochs": 3})
+
+
+def test_rung_budgets_spend_the_budget_and_grow_by_eta():
+    b = rung_budgets(9, epochs=5, eta=3, rungs=3, budget=0.6)
+    assert b[1] == pytest.approx(3 * b[0]) and b[2] == pytest.approx(9 * b[0])
+    spent = 9 * b[0] + 3 * b[1] + 1 * b[2]
+    assert spent == pytest.approx(0.6 * 5)
+    assert max(rung_budgets(1, 2, 3, 3, 10.0)) <= 2  # never more than train.epochs
+
+
+def test_successive_halving_keeps_the_top_third_per_rung():
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="linear-probe,finetune,lp-ft", eta=3,
+                                         rungs=3))
+    cands = auto.last_trials
+    assert len(cands) == 9  # 3 strategies × (lr ÷ 3, lr, lr × 3)
+    per_rung = [sum(1 for c in cands if r in c.scores) for r in range(3)]
+    assert per_rung == [9, 3, 1]
+    # the survivors of each rung are its best by val accuracy
+    r0 = sorted(cands, key=lambda c: -c.scores[0][0])
+    third = r0[2].scores[0][0]
+    assert all(c.scores[0][0] >= third for c in cands if 1 in c.scores)
+    winner = next(c for c in cands if 2 in c.scores)
+    assert plan.notes[0].startswith(f"auto chose '{winner.strategy}' at lr ")
+    table = "\n".join(plan.notes)
+    assert "successive halving" in table and "<- chosen" in table
+    lrs = sorted({c.lr for c in cands if c.strategy == "finetune"})
+    assert lrs == pytest.approx([1e-3, 3e-3, 9e-3])
+    # the run gets the winner's LR on every phase that used the base LR
+    assert all(p.lr is not None for p in plan.phases)
+
+
+def test_discovers_a_third_party_candidate_and_skips_unmet_needs():
+    catalog = make_catalog(Plugin())
+    m, groups = model(source=False)  # no source weights: needs_source_weights unmet
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=catalog)
+    auto.plan(m, groups, auto_job())
+    assert auto.last_skipped["third-needs-weights"] == "needs source weights"
+    assert "target_unlabeled" in auto.last_skipped["third-needs-target"]
+    m, groups = model(source=True)
+    plan = auto.plan(m, groups, auto_job(lr_factor=1, rungs=2))
+    names = {c.strategy for c in auto.last_trials}
+    assert {"third-head", "third-needs-weights", "finetune", "linear-probe"} <= names
+    assert "third-needs-target" not in names and "auto" not in names
+    assert "third-head" in "\n".join(plan.notes)
+    # a training-free strategy without its head is no candidate, with the reason
+    assert "--head ncm" in auto.last_skipped["ncm"]
+
+
+def test_explicit_candidates_override_discovery():
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog(Plugin()))
+    auto.plan(m, groups, auto_job(candidates="third-head,finetune", lr_factor=1))
+    assert {c.strategy for c in auto.last_trials} == {"third-head", "finetune"}
+
+
+def test_never_reads_test_labels():
+    m, groups = model()
+    job = auto_job(candidates="linear-probe,finetune", rungs=2)
+    choices = []
+    for test in (None, _Raising()):
+        auto = Auto()
+        auto.prepare(bundle=bundle(test), device=torch.device("cpu"), catalog=make_catalog())
+        plan = auto.plan(m, groups, job)
+        choices.append((plan.notes[0], [c.scores for c in auto.last_trials]))
+    assert choices[0][0] == choices[1][0]  # same choice, same reason
+    assert [{r: s[:2] for r, s in c.items()} for c in choices[0][1]] == \
+        [{r: s[:2] for r, s in c.items()} for c in choices[1][1]]
+
+
+def test_lr_auto_per_candidate_uses_the_range_test():
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    auto.plan(m, groups, auto_job(candidates="linear-probe,finetune", lr="auto", rungs=1))
+    assert {c.lr_from for c in auto.last_trials} == {"lr-find"}
+    assert all(math.isfinite(c.lr) and 1e-7 <= c.lr <= 10 for c in auto.last_trials)
+
+
+def test_lr_auto_on_run_records_the_lr(tmp_path):
+    catalog = make_catalog()
+    job = tiny_job(out=str(tmp_path), train={"lr": "auto", "epochs": 1},
+                   strategy={"name": "finetune"}, head={"name": "linear"})
+    summary = run(job, catalog=catalog)
+    found = summary["lr_find"]
+    lr = load_yaml(Path(summary["run_dir"]) / "job.yaml")[0]["train"]["lr"]
+    assert isinstance(lr, float) and math.isfinite(lr) and 1e-7 <= lr <= 10.0
+    assert lr == pytest.approx(found["lr"]) and found["strategy"] == "finetune"
+    on_disk = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
+    assert on_disk["lr_find"]["lr"] == pytest.approx(lr)
+
+
+def test_lr_flag_accepts_auto_and_rejects_words(capsys, tmp_path):
+    code, _, err = cli(capsys, "run", "testing:tiny_cnn", "--lr", "fast", "--plan")
+    assert code == 2 and "fast" in err
+    code, _, err = cli(capsys, "run", "testing:tiny_cnn", "--set", "train.lr=fast", "--plan")
+    assert "positive number or auto" in assert_one_line_error(err, code)
+
+
+def test_lr_auto_on_compare_sweeps_once_per_strategy(tmp_path):
+    from zoo.tools.compare import compare
+
+    flags = {"weights": "none", "device": "cpu", "out": str(tmp_path), "metrics": ["accuracy"],
+             "head": {"name": "linear"}, "train": {"epochs": 1, "batch_size": 16, "lr": "auto"},
+             "data": {"name": "tiny", "augment": "none", "num_workers": 0}}
+    result = compare("testing:tiny_cnn", ["finetune", "linear-probe"], seeds=2, flags=flags,
+                     catalog=make_catalog())
+    rows = {(r["strategy"], r["seed"]): r for r in result["runs"]}
+    assert all(r["status"] == "completed" for r in rows.values()), rows
+    for s in ("finetune", "linear-probe"):
+        lrs = [rows[(s, seed)]["lr_find"]["lr"] for seed in (0, 1)]
+        assert lrs[0] == lrs[1] and math.isfinite(lrs[0]) and 1e-7 <= lrs[0] <= 10
+        job = load_yaml(Path(rows[(s, 0)]["run_dir"]) / "job.yaml")[0]
+        assert job["train"]["lr"] == pytest.approx(lrs[0])
