@@ -139,8 +139,12 @@ def test_discovers_a_third_party_candidate_and_skips_unmet_needs():
     assert {"third-head", "third-needs-weights", "finetune", "linear-probe"} <= names
     assert "third-needs-target" not in names and "auto" not in names
     assert "third-head" in "\n".join(plan.notes)
-    # a training-free strategy without its head is no candidate, with the reason
-    assert "--head ncm" in auto.last_skipped["ncm"]
+    # the training-free strategies join with their own heads (a model change, issue #15)
+    assert {"ncm", "knn"} <= names and "ncm" not in auto.last_skipped
+    assert {c.cost for c in auto.last_trials if c.strategy in ("ncm", "knn")} == {"free"}
+    assert all(list(c.scores) == ["once"] for c in auto.last_trials
+               if c.strategy in ("ncm", "knn"))  # one evaluation, no rungs
+    assert "zero-shot" in auto.last_skipped  # no text tower: still no candidate
 
 
 def test_explicit_candidates_override_discovery():
@@ -209,3 +213,51 @@ def test_lr_auto_on_compare_sweeps_once_per_strategy(tmp_path):
         assert lrs[0] == lrs[1] and math.isfinite(lrs[0]) and 1e-7 <= lrs[0] <= 10
         job = load_yaml(Path(rows[(s, 0)]["run_dir"]) / "job.yaml")[0]
         assert job["train"]["lr"] == pytest.approx(lrs[0])
+
+
+def test_training_free_candidates_get_their_own_head_and_the_cached_features(monkeypatch):
+    from zoo_strategies import auto_trials
+    from zoo_strategies.head_change import ReplaceHead
+
+    seen = []
+    real_fit = auto_trials.fit
+
+    def spy(model, groups, plan, *args, **kwargs):
+        state = real_fit(model, groups, plan, *args, **kwargs)
+        seen.append((plan.strategy, type(model.head).__name__, state.history[0]))
+        return state
+
+    monkeypatch.setattr(auto_trials, "fit", spy)
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="ncm,knn"))
+    # one evaluation each, with its own head, fitted on the shared cached features
+    assert sorted((s, h) for s, h, _ in seen) == [("knn", "KNNHead"), ("ncm", "NCMHead")]
+    assert all(rec["cached_features"] and rec["train"]["optimizer_steps"] == 0
+               for _, _, rec in seen)
+    chosen = plan.notes[0].split("'")[1]
+    (change,) = plan.model_changes  # the final plan: "head → ncm" + the strategy's phase
+    assert isinstance(change, ReplaceHead) and change.head == chosen
+    assert change.describe() == {"name": "head", "head": chosen, "params": {},
+                                 "replaces": None}
+    assert [p.name for p in plan.phases] == [chosen] and plan.phases[0].steps == "none"
+    assert isinstance(m.head, torch.nn.Linear)  # planning left the job's model as it was
+    assert any(f"→ '{chosen}'" in n for n in plan.notes)
+
+
+def test_replace_head_keeps_the_head_group_true_and_tags_the_head():
+    from zoo.strategy import StrategyPlan, apply_model_changes
+    from zoo_strategies.head_change import ReplaceHead
+
+    catalog = make_catalog()
+    m, groups = model()
+    change = ReplaceHead("mlp", {"hidden": 4}, catalog.get("heads", "mlp").obj,
+                         m.backbone.feature_dim, 3, replaces="linear")
+    before = [g.params for g in groups if g.name != "head"]
+    apply_model_changes(StrategyPlan("x", [], model_changes=[change]), m, groups)
+    assert m.head.zoo_head == {"name": "mlp", "params": {"hidden": 4}}
+    head = next(g for g in groups if g.name == "head")
+    assert head.params == [n for n, _ in m.named_parameters() if n.startswith("head.")]
+    assert len(head.params) == 4 and [g.params for g in groups if g.name != "head"] == before
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 3)

@@ -258,3 +258,32 @@ def test_compare_takes_the_training_free_strategies(tmp_path):
     rows = {r["strategy"]: r for r in result["leaderboard"]}
     assert set(rows) == {"ncm", "knn"} and result["splits_identical"]
     assert all(r["error"] is None and r["trainable_params"] == 0 for r in rows.values()), rows
+
+
+def test_auto_choosing_ncm_writes_a_run_folder_with_the_ncm_head(tmp_path):
+    """Issue #15: auto plans the winner's own head as a model change; the run folder records
+    the head the model carries (not job.head), so it reloads and evaluates the same."""
+    from zoo.io.yamlio import load_yaml
+    from zoo.runs.reuse import evaluate_run, load_run
+
+    catalog = make_catalog()
+    data = {"params": {"classes": 3, "per_class": 12}}
+    source = run_tiny(catalog, tmp_path, strategy={"name": "finetune"}, data=data, name="src")
+    summary = run_tiny(catalog, tmp_path, data=data, train={"epochs": 2}, name="auto",
+                       weights=source["run_dir"],  # source weights: auto runs its trials
+                       strategy={"name": "auto", "params": {"candidates": "ncm,linear-probe",
+                                                            "budget": 0.05}})
+    assert summary["status"] == "completed"
+    auto = catalog.get("strategies", "auto").obj
+    assert {c.strategy for c in auto.last_trials} == {"ncm", "linear-probe"}  # trials ran
+    assert [p["name"] for p in summary["phases"]] == ["ncm"]  # ncm won
+    assert summary["model_changes"] == [{"name": "head", "head": "ncm", "params": {},
+                                         "replaces": "linear"}]
+    run_dir = Path(summary["run_dir"])
+    assert load_yaml(run_dir / "job.yaml")[0]["head"]["name"] == "linear"  # the job's head
+    run = load_run(run_dir, catalog)
+    assert run.meta["head"] == {"name": "ncm", "params": {}}  # ... but the model's is ncm
+    assert type(run.model.head).__name__ == "NCMHead"
+    again = evaluate_run(run_dir, catalog=catalog)
+    assert again["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert again["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-4)

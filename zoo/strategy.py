@@ -73,10 +73,12 @@ class ModelChange:
     before the checkpoint is loaded), instead of a strategy mutating what it was handed.
     After training, ``finalize(model, run_dir)`` may write extra files (adapter weights) and
     return a model that loads with its provider alone (adapters merged), or ``None`` to keep
-    the model as it is.  ``describe()`` is what ``--plan`` shows.
+    the model as it is.  ``describe()`` is what ``--plan`` shows.  ``touches_backbone``
+    False (a new head only) keeps cached backbone features valid: trials still use them.
     """
 
     name: str = "change"
+    touches_backbone: bool = True
 
     def apply(self, model) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -287,7 +289,8 @@ def apply_model_changes(plan: StrategyPlan, model: TransferModel,
     A change may move parameters and modules (peft wraps a ``Linear`` as ``base_layer``):
     every layer group is renamed by object identity, so the groups still name the same
     tensors; new parameters (adapters) belong to no group — a phase trains them through a
-    :class:`Selection`.  Returns True when something was applied now.
+    :class:`Selection` — except a replaced head's (``head.*``), which join the head group.
+    Returns True when something was applied now.
     """
     done = model.__dict__.setdefault("_zoo_applied_changes", [])
     todo = [c for c in plan.model_changes if not any(c is d for d in done)]
@@ -303,6 +306,12 @@ def apply_model_changes(plan: StrategyPlan, model: TransferModel,
     for g in groups:
         g.params = [after_p[before_p[n]] for n in g.params if before_p.get(n) in after_p]
         g.modules = [after_m[before_m[n]] for n in g.modules if before_m.get(n) in after_m]
+    head = next((g for g in groups if g.name == "head"), None)
+    if head is not None:  # a replaced head: its new parameters are the head group's
+        grouped = {n for g in groups for n in g.params}
+        fresh = [n for n in after_p.values() if n.startswith("head.") and n not in grouped]
+        head.params += fresh
+        head.modules = list(dict.fromkeys(head.modules + [n.rsplit(".", 1)[0] for n in fresh]))
     return True
 
 

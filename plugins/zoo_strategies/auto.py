@@ -4,8 +4,10 @@ Candidates (docs/strategies.md, "auto"): every strategy of the catalog whose ``a
 attribute is a :class:`zoo.strategy.AutoCandidate` (cost ``free``/``cheap``/``partial``/
 ``full``, ``needs_source_weights``, ``needs`` streams) and whose needs this job meets —
 PEFT, training-free and UDA strategies join without editing ``auto``; ``candidates`` (a
-list of names) overrides discovery.  A candidate whose plan fails on this model (``ncm``
-without its head, ``lora`` without peft) is skipped with the reason.  LRs per strategy: its
+list of names) overrides discovery.  A candidate whose job defaults name its own head
+(``ncm``, ``knn``) is planned with that head (:class:`.head_change.ReplaceHead`, then a model
+change of the final plan).  A candidate whose plan fails on this model (``lora`` without
+peft) is skipped with the reason.  LRs per strategy: its
 default LR (its job defaults' ``train.lr``, else the job's) and ×/÷ ``lr_factor``, or with
 ``lr=auto`` the LR range test's suggestion (:mod:`zoo.engine.lr_range`).
 
@@ -65,9 +67,12 @@ class Auto(Strategy):
         return catalog
 
     def discover(self, model, groups, job, names: list[str] | None):
-        """``(candidate strategies [(name, obj, AutoCandidate, sub-job, trains_on)], skipped)``."""
+        """``(candidates [(name, obj, AutoCandidate, sub-job, trains_on, model changes)],
+        skipped)``."""
         from zoo.engine.phases import trains_on  # lazy: imports torch
         from zoo.strategy import AutoCandidate  # lazy: imports torch
+
+        from .head_change import head_change, plan_with_changes  # lazy: imports torch
 
         catalog = self._catalog()
         available = {s for s, keys in STREAM_SOURCES.items()
@@ -100,17 +105,27 @@ class Auto(Strategy):
                 continue
             sub = self.sub_job(catalog, job, name)
             try:  # planned once here: a plan that fails on this model is no candidate
-                plan = obj.plan(model, groups, sub)
+                change = head_change(catalog, model, job, catalog.job_defaults(
+                    "strategies", name), self._num_classes())
+                changes = [change] if change is not None else []
+                if change is not None:  # its own head (ncm, knn): the sub-job says so
+                    sub = dataclasses.replace(sub, head=dataclasses.replace(
+                        job.head, name=change.head, params=dict(change.params)))
+                plan = plan_with_changes(obj, model, groups, sub, changes)
                 where = trains_on(plan, sub)
             except ConfigError as exc:
                 skipped[name] = str(exc).splitlines()[0]
                 continue
-            found.append((name, obj, decl, sub, where))
+            found.append((name, obj, decl, sub, where, changes))
         if any(f[4] == "source" for f in found):  # a UDA job: target labels never train
             for f in [f for f in found if f[4] != "source"]:
                 skipped[f[0]] = "trains on the target's labels; this job adapts from the source"
                 found.remove(f)
         return found, skipped
+
+    def _num_classes(self) -> int | None:
+        bundle = self._extra.get("bundle")
+        return len(bundle.classes) if bundle is not None else None
 
     @staticmethod
     def sub_job(catalog, job, name: str):
@@ -189,6 +204,9 @@ class Auto(Strategy):
             plan.notes.append(f"trains on un-augmented images (data.augment "
                               f"{job.data.augment} applies to fine-tuning only)")
         at = f" at lr {lr:.3g}" if lr is not None else ""
+        if entry[5]:  # the winner's own head replaces the job's before training
+            plan.notes.insert(0, f"head '{entry[5][0].replaces or 'default'}' → "
+                              f"'{entry[5][0].head}' (model change: this strategy's own head)")
         skipped = (["not candidates: " + "; ".join(f"{k} ({v})"
                                                      for k, v in self.last_skipped.items())]
                    if self.last_skipped else [])
@@ -200,10 +218,12 @@ class Auto(Strategy):
     @staticmethod
     def delegate(entry, model, groups, lr: float | None):
         """The chosen strategy's own plan for the full run, at ``lr`` (None: its default)."""
-        name, obj, _decl, sub, _where = entry
+        from .head_change import plan_with_changes  # lazy: imports torch
+
+        _name, obj, _decl, sub, _where, changes = entry
         if lr is not None:
             sub = dataclasses.replace(sub, train=dataclasses.replace(sub.train, lr=lr))
-        plan = obj.plan(model, groups, sub)
+        plan = plan_with_changes(obj, model, groups, sub, changes)
         for phase in plan.phases:  # the run's train.lr is auto's job's: pin the chosen one
             if phase.lr is None and phase.steps == "gradient":
                 phase.lr = sub.train.lr

@@ -34,8 +34,8 @@ def expand(found, trials: Trials | None, factor: float, lr_mode: str,
            log: list) -> list[Candidate]:
     """(strategy, LR) candidates: the default LR ×/÷ ``factor``, or the range test's LR."""
     out = []
-    for name, obj, decl, sub, where in found:
-        base = Candidate(name, obj, decl.cost, sub, where)
+    for name, obj, decl, sub, where, changes in found:
+        base = Candidate(name, obj, decl.cost, sub, where, changes=changes)
         if decl.cost == "free":
             out.append(base)
             continue

@@ -25,6 +25,8 @@ from zoo.engine.features import FeatureCache
 from zoo.engine.loop import fit
 from zoo.engine.lr_range import range_test
 
+from .head_change import plan_with_changes
+
 PAID = ("partial", "full")   # costs that count against the budget (the backbone runs)
 
 
@@ -40,6 +42,7 @@ class Candidate:
     lr: float | None = None
     lr_from: str = ""     # "default", "default × 3", "lr-find", ...
     scores: dict = dataclasses.field(default_factory=dict)
+    changes: list = dataclasses.field(default_factory=list)  # model changes (its own head)
 
     @property
     def label(self) -> str:
@@ -147,8 +150,9 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model).to(self.device)
             groups = copy.deepcopy(self.groups)
-            plan = cand.obj.plan(model, groups, job)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
             cache = self.cache(cand.trains_on)
+            backbone_changed = any(c.touches_backbone for c in plan.model_changes)
             frozen_so_far = {id(p): all(q.backbone_frozen() and q.steps == "gradient"
                                         for q in plan.phases[:i])
                              for i, p in enumerate(plan.phases)}
@@ -156,7 +160,7 @@ class Trials:
             def feature_loaders(phase):
                 # un-augmented cached features for a frozen phase while the backbone is
                 # still the source one (trials approximate the run: speed over augmentation)
-                if (cache is None or plan.model_changes or not phase.backbone_frozen()
+                if (cache is None or backbone_changed or not phase.backbone_frozen()
                         or not frozen_so_far[id(phase)]
                         or any(getattr(t, "needs_features", True) for t in phase.loss_terms)):
                     return None
@@ -185,6 +189,6 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model)
             groups = copy.deepcopy(self.groups)
-            plan = cand.obj.plan(model, groups, job)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
             train = plain_view(b.train, b.val) if cand.cost == "cheap" else b.train
             return range_test(model, groups, plan, train, job, self.device, steps=steps)

@@ -22,9 +22,14 @@ def versions(catalog) -> dict:
 
 
 def save_model(path: Path, model, built, job, classes: list) -> None:
+    # the head the model really carries: a model change (auto's ReplaceHead: ncm, knn) tags
+    # its new head with its registered name and params; otherwise the job's head
+    head = getattr(model.head, "zoo_head", None)
+    if not (isinstance(head, dict) and isinstance(head.get("name"), str)):
+        head = {"name": job.head.name, "params": job.head.params}
     meta = {"zoo": {"format": 1, "model": built.ref.full, "provider": built.ref.provider,
                     "arch": built.ref.arch, "tag": built.ref.tag,
-                    "head": {"name": job.head.name, "params": job.head.params},
+                    "head": {"name": head["name"], "params": dict(head.get("params") or {})},
                     "num_classes": len(classes), "classes": classes,
                     "feature_dim": model.backbone.feature_dim,
                     "image_size": built.image_size,
