@@ -169,10 +169,15 @@ class StrategyPlan:
 
     def to_dict(self, groups: list[LayerGroup], model: TransferModel, base_lr: float,
                 weight_decay: float = 0.0) -> dict:
-        """What ``--plan`` shows: per phase, what trains (counts and % of all parameters, by
-        group and by selection), at which LR, the steps and streams; the model changes."""
+        """What ``--plan`` shows: per phase, what trains (counts and % of the model's
+        parameters — backbone and head, not the kept source classifier — by group and by
+        selection), at which LR, the steps and streams; the model changes."""
         named = dict(model.named_parameters())
-        total = sum(p.numel() for p in named.values()) or 1
+        # % of the model that transfers: the kept source classifier (never trained, not in
+        # the target forward pass) is left out of the total
+        total = sum(p.numel() for n, p in named.items()
+                    if not n.startswith("backbone.source_classifier.")) or 1
+
         def pct(n: int) -> float:
             return round(100.0 * n / total, 4)
         phases = []
