@@ -65,16 +65,23 @@ def accuracy(model, loader) -> float:
     return correct / max(n, 1)
 
 
-def main() -> None:
+def parse_args(with_out: bool = False) -> argparse.Namespace:
+    """The flags both plain scripts take (the same-work one also takes an output folder)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
+    if with_out:
+        ap.add_argument("out")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--mode", choices=("finetune", "linear-probe"), default="finetune")
     ap.add_argument("--model", default="resnet18", help="a timm architecture")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     data = loaders(args.data, args.image_size, args.batch_size, ("train", "test"))
     model, params = build(len(data["train"].dataset.classes), args.mode, args.model)
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9)

@@ -10,7 +10,6 @@ checkpoints, run folder) from the work any careful script does.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -18,20 +17,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plain_bare import accuracy, build, loaders, train_epoch  # noqa: E402
+from plain_bare import accuracy, build, loaders, parse_args, train_epoch  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("out")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.001)
-    ap.add_argument("--mode", choices=("finetune", "linear-probe"), default="finetune")
-    ap.add_argument("--model", default="resnet18", help="a timm architecture")
-    args = ap.parse_args()
+    args = parse_args(with_out=True)
     data = loaders(args.data, args.image_size, args.batch_size, ("train", "val", "test"))
     model, params = build(len(data["train"].dataset.classes), args.mode, args.model)
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9)
