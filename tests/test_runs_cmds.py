@@ -218,3 +218,14 @@ def test_run_model_is_the_source_weights_of_a_new_run(runs, tmp_path):
     assert head and head[-1].shape[0] == 4                     # the head was rebuilt
     for key, value in a_backbone.items():                     # the backbone transferred
         assert torch.equal(b_state[f"backbone.{key}"], value), key
+
+
+def test_runs_on_a_file_is_a_one_line_error(tmp_path):
+    from zoo.errors import CheckpointError
+    from zoo.runs.reuse import list_runs
+
+    not_a_folder = tmp_path / "f.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(CheckpointError, match="is not a folder"):
+        list_runs(not_a_folder)
+    assert list_runs(tmp_path / "missing") == []

@@ -131,8 +131,11 @@ def list_runs(parent: str | Path = "runs") -> list[dict]:
     """Summaries of the run folders under ``parent``, newest first."""
     parent = Path(parent)
     rows = []
+    if parent.exists() and not parent.is_dir():
+        raise CheckpointError(f"{parent} is not a folder — `zoo runs DIR` lists the run folders "
+                              "under DIR (default ./runs)")
     if not parent.is_dir():
-        return rows
+        return rows  # nothing run yet: an empty list, not an error
     for d in parent.iterdir():
         if not rundir.is_run_dir(d):
             continue
