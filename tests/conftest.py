@@ -73,3 +73,14 @@ def serve_mobilenet_weights(weights_server, monkeypatch, seed: int):
     monkeypatch.setattr(entry.value, "url", f"{base}/{name}")
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)  # the probe of 127.0.0.1 really runs
     return state, root / name
+
+
+@pytest.fixture
+def fresh_dataset_memo():
+    """The datasets plugin's in-process memo emptied before and after a test."""
+    from zoo_datasets import memo
+
+    memo.clear()
+    yield
+    memo.clear()
+

@@ -27,11 +27,7 @@ from zoo.engine.splits import few_shot, stratified_split
 SPLITS = ("train", "val", "test")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    memo.clear()
-    yield
-    memo.clear()
+pytestmark = pytest.mark.usefixtures("fresh_dataset_memo")
 
 
 def load(factory, seed=0, transform=None, **spec):

@@ -22,11 +22,7 @@ from zoo_strategies.domain_terms import (DANNTerm, MCCTerm, adabn_fit, dann_coef
 SPLITS = ("train", "val", "test")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    memo.clear()
-    yield
-    memo.clear()
+pytestmark = pytest.mark.usefixtures("fresh_dataset_memo")
 
 
 def shifted(base="digits", split="test", **params):

@@ -136,17 +136,13 @@ RANGES = {
     ("train", "weight_decay"): (0.0, 100.0),
     ("train", "lr"): (1e-12, 1e3),
     ("train", "grad_clip"): (1e-12, 1e12),
-    ("data", "image_size"): (8, 4096),
-    ("data", "max_per_class"): (1, 1_000_000_000),
-    ("data", "num_workers"): (0, 256),
-    ("source_data", "image_size"): (8, 4096),
-    ("source_data", "max_per_class"): (1, 1_000_000_000),
-    ("source_data", "num_workers"): (0, 256),
-    ("target_data", "image_size"): (8, 4096),
-    ("target_data", "max_per_class"): (1, 1_000_000_000),
-    ("target_data", "num_workers"): (0, 256),
     ("seed",): (0, 2**32 - 1),
 }
+# every DataSpec section (the task's data, the source task, unlabeled target images) alike
+_DATA_RANGES = {"image_size": (8, 4096), "max_per_class": (1, 1_000_000_000),
+                "num_workers": (0, 256)}
+RANGES.update({(section, key): bounds for section in ("data", "source_data", "target_data")
+               for key, bounds in _DATA_RANGES.items()})
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?|mps")
 MAX_INT = 2**63 - 1      # no integer field may exceed what C code downstream can hold
 MAX_LIST = 10_000        # longest list field (class weights, metric names)
