@@ -7,7 +7,8 @@ and times whole processes, interleaved (the order rotates every repeat), median 
 
 - ``zoo run MODEL --strategy finetune|linear-probe`` with zoo's defaults (metrics, val every
   epoch, checkpoints, plots, model.safetensors, feature cache); only what makes the job the
-  same job is set: the data, random init, epochs, batch 32, SGD lr 0.001, no augmentation;
+  same job is set: the data, random init, epochs, batch 32, SGD lr 0.001 (momentum 0.9, no
+  weight decay — the plain loop's optimizer; zoo's default decay is 0.05), no augmentation;
 - ``plain_bare.py``: the bare loop of a transfer-learning example (train, then test once);
 - ``plain_same_work.py``: also validates every epoch, tests the best weights, ``torch.save``.
 
@@ -74,7 +75,8 @@ def zoo_command(args, data: Path, out: Path, mode: str, cache: str = "auto") -> 
     cmd = ["-m", "zoo", "run", args.model, "--strategy", mode, "--data", str(data),
            "--weights", "none", "--epochs", str(args.epochs), "--batch-size", "32",
            "--lr", "0.001", "--image-size", str(args.image_size), "--out", str(out),
-           "--set", "train.optimizer=sgd", "--set", "data.augment=none"]
+           "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0",
+           "--set", "data.augment=none"]
     return cmd + (["--set", "train.feature_cache=off"] if cache == "off" else [])
 
 

@@ -1,5 +1,5 @@
 """``python -m zoo`` — the same CLI as ``zoo`` (torchrun launches it this way)."""
-from zoo.cli import main
+from zoo.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

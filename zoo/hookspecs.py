@@ -94,7 +94,9 @@ def register_metrics(register: Register) -> None:
         own files instead of ``summary.json``'s ``test`` block.  Keywords: ``always=True``
         computes the metric on the test split of every run, named or not;
         ``writer=fn(run_dir, value, classes)`` writes its files from the test value (e.g.
-        ``confusion.csv``); ``writes=("confusion.csv", ...)`` lists them (documentation).
+        ``confusion.csv``); ``writes=("confusion.csv", ...)`` lists them (documentation);
+        ``min_classes=5`` says the metric needs that many classes (checked before training
+        when it is the monitor; factories are called at the first validation pass).
     """
 
 

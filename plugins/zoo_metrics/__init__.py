@@ -61,7 +61,8 @@ def confusion(num_classes: int):
 def register_metrics(register):
     # default=True: the metrics of a job that names none (the first is the default monitor)
     register("accuracy", accuracy, mode="max", default=True, description="top-1 accuracy")
-    register("top5", top5, mode="max", default=True, description="top-5 accuracy (5+ classes)")
+    register("top5", top5, mode="max", default=True, min_classes=5,
+             description="top-5 accuracy (5+ classes)")
     register("f1", f1, mode="max", default=True, description="macro F1 score")
     register("ece", ece, mode="min", description="expected calibration error (15 bins)")
     register("nll", nll, mode="min", description="negative log-likelihood (mean)")

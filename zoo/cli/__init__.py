@@ -12,7 +12,7 @@ import sys
 import click
 
 from zoo.api import get_catalog
-from zoo.cli import output
+from zoo.cli import output, quick_exit
 from zoo.cli.output import fail
 from zoo.errors import ZooError, one_line
 
@@ -66,6 +66,18 @@ def _register_plugin_commands() -> None:
             pm.call_impl(impl, cli=cli)
         except Exception as exc:
             pm.fail_plugin(impl.plugin_name, f"register_commands raised {exc}")
+
+
+def entry() -> None:
+    """The console script (``zoo``, ``python -m zoo``): :func:`main`, then the process ends
+    without the second of interpreter teardown (:mod:`zoo.cli.quick_exit`). Python callers
+    and tests call :func:`main`, which returns or raises ``SystemExit`` as usual."""
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    quick_exit.exit_now(code)
 
 
 def main(argv: list[str] | None = None) -> None:

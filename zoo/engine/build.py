@@ -2,6 +2,7 @@
 strategy's plan and the metrics."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,19 +52,65 @@ def make_plan(catalog, job, built: BuiltModel, extra: dict | None = None):
     return plan
 
 
-def build_metrics(catalog, job, num_classes: int, device) -> tuple[dict, dict]:
-    """``(scalar metrics, non-scalar metrics)`` as torchmetrics objects on ``device``."""
-    names = list(dict.fromkeys(job.metrics + [job.monitor.metric]))
-    scalar, other = {}, {}
-    for name in names:
-        if name == "loss":
-            continue
-        comp = catalog.get("metrics", name)
-        metric = comp.obj(num_classes)
-        if metric is None:
-            continue
-        (scalar if comp.options.get("scalar", True) else other)[name] = metric.to(device)
-    if job.monitor.metric not in scalar and job.monitor.metric != "loss":
-        raise ConfigError(f"monitor metric '{job.monitor.metric}' does not apply to this task "
-                          f"({num_classes} classes)")
-    return scalar, other
+def build_metrics(catalog, job, num_classes: int, device) -> tuple["MetricSet", "MetricSet"]:
+    """``(scalar metrics, non-scalar metrics)``: torchmetrics objects on ``device``.
+
+    Checked now, built on first use (the first validation pass): the factories import
+    torchmetrics, about 1.5 s that would otherwise delay the first training step
+    (docs/benchmarks.md). The monitor metric is checked before anything trains, from what
+    its registration declares (``scalar``, ``min_classes``); a factory that still returns
+    ``None`` for it is a one-line error when the set is built.
+    """
+    names = [n for n in dict.fromkeys(job.metrics + [job.monitor.metric]) if n != "loss"]
+    comps = {name: catalog.get("metrics", name) for name in names}
+    monitor = comps.get(job.monitor.metric)
+    if monitor is not None and (not monitor.options.get("scalar", True)
+                                or num_classes < int(monitor.options.get("min_classes", 1))):
+        raise _monitor_error(job, num_classes)
+    builder = _MetricBuilder(comps, job, num_classes, device)
+    return MetricSet(builder, scalar=True), MetricSet(builder, scalar=False)
+
+
+def _monitor_error(job, num_classes: int) -> ConfigError:
+    return ConfigError(f"monitor metric '{job.monitor.metric}' does not apply to this task "
+                       f"({num_classes} classes)")
+
+
+class _MetricBuilder:
+    """Builds every metric of a job once, when one of its :class:`MetricSet` is first read."""
+
+    def __init__(self, comps: dict, job, num_classes: int, device):
+        self.comps, self.job, self.num_classes, self.device = comps, job, num_classes, device
+        self.built: tuple[dict, dict] | None = None
+
+    def get(self, scalar: bool) -> dict:
+        if self.built is None:
+            found: tuple[dict, dict] = ({}, {})
+            for name, comp in self.comps.items():
+                metric = comp.obj(self.num_classes)
+                if metric is not None:
+                    found[0 if comp.options.get("scalar", True) else 1][name] = \
+                        metric.to(self.device)
+            if self.job.monitor.metric != "loss" and self.job.monitor.metric not in found[0]:
+                raise _monitor_error(self.job, self.num_classes)
+            self.built = found
+        return self.built[0 if scalar else 1]
+
+
+class MetricSet(Mapping):
+    """A job's scalar (or non-scalar) metrics by name, built on first read."""
+
+    def __init__(self, builder: _MetricBuilder, scalar: bool):
+        self._builder, self._scalar = builder, scalar
+
+    def _metrics(self) -> dict:
+        return self._builder.get(self._scalar)
+
+    def __getitem__(self, name: str):
+        return self._metrics()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._metrics())
+
+    def __len__(self) -> int:
+        return len(self._metrics())

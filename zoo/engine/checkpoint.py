@@ -33,13 +33,12 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | 
     """Write ``state`` (a :class:`~zoo.engine.loop.FitState`) as the new generation."""
     current = model.state_dict()
     tensors = {f"model.{k}": v for k, v in current.items()}
-    best_from_model: list[str] = []  # best-epoch tensors that *are* the model's (frozen ones)
+    best_from_model: list[str] = []  # best-epoch tensors equal to the model's: stored once
     if state.best_state is not None:
         for k, v in state.best_state.items():
             m = current.get(k)
-            if (m is not None and v.numel() and v.data_ptr() == m.data_ptr()
-                    and v.shape == m.shape and v.dtype == m.dtype):
-                best_from_model.append(k)  # safetensors refuses shared memory; store it once
+            if m is not None and _same_tensor(v, m):
+                best_from_model.append(k)
             else:
                 tensors[f"best.{k}"] = v
     opt_json = None
@@ -72,6 +71,20 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | 
     # generation or this one, never a mix
     atomic.save_safetensors(folder / LAST, tensors,
                             {META_KEY: json.dumps(info, default=atomic._jsonable)})
+
+
+def _same_tensor(best, model) -> bool:
+    """The best epoch's tensor holds the model's values: shared memory (a frozen
+    parameter; safetensors refuses shared memory anyway) or an equal copy (the best epoch
+    is the one just ended, the usual case while a run improves). Comparing costs one read
+    of both; writing the copy would cost a write of it — a third of the checkpoint."""
+    if best.shape != model.shape or best.dtype != model.dtype or best.device != model.device:
+        return False
+    if not best.numel():
+        return False
+    import torch  # lazy: torch (this module is imported by run-folder tools)
+
+    return best.data_ptr() == model.data_ptr() or bool(torch.equal(best, model))
 
 
 def _keep_previous(folder: Path) -> None:

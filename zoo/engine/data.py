@@ -66,9 +66,16 @@ def seeded_call(transform, image, epoch_seed: int, index: int):
     """
     import torch  # lazy: torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed((epoch_seed * 1_000_003 + index) % (2**63 - 1))
+    # The CPU generator only: ``torch.manual_seed`` also queues a CUDA/MPS/XPU seeding
+    # call, formatting a stack trace each time, which cost ~1 ms per sample (3 s of a
+    # 22-s run, benchmarks/whole_process.py). Transforms draw from the CPU generator.
+    generator = torch.random.default_generator
+    state = generator.get_state()
+    generator.manual_seed((epoch_seed * 1_000_003 + index) % (2**63 - 1))
+    try:
         return transform(image)
+    finally:
+        generator.set_state(state)
 
 
 class SeededSampler:

@@ -1,0 +1,160 @@
+"""The whole-process fixed costs (issue 17): metrics built at the first validation pass,
+the per-sample seeding that touches only the CPU generator, checkpoints that store equal
+best-epoch tensors once, and the console script's quick exit."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from zoo.errors import ConfigError
+from zoo.hookspecs import hookimpl
+from zoo.kit.testing.components import make_catalog, run_tiny
+
+
+class CountingMetrics:
+    """A metric plugin whose factory counts its calls (and can refuse to apply)."""
+
+    name = "counting"
+
+    def __init__(self, applies: bool = True):
+        self.calls, self.applies = 0, applies
+
+    @hookimpl
+    def register_metrics(self, register):
+        def factory(num_classes):
+            from torchmetrics.classification import MulticlassAccuracy
+
+            self.calls += 1
+            return MulticlassAccuracy(num_classes=num_classes) if self.applies else None
+
+        register("counted", factory, mode="max", description="counts its builds")
+
+
+def _job(catalog, **over):
+    from zoo.kit.testing.components import complete_job, tiny_job
+
+    return complete_job(tiny_job(out="unused", **over), catalog)
+
+
+def test_metrics_are_built_at_first_use_once():
+    from zoo.engine.build import build_metrics
+
+    plugin = CountingMetrics()
+    catalog = make_catalog(plugin)
+    job = _job(catalog, metrics=["accuracy", "counted"])
+    scalar, other = build_metrics(catalog, job, 3, torch.device("cpu"))
+    assert plugin.calls == 0  # nothing built (torchmetrics not needed) before training
+    assert set(scalar) == {"accuracy", "counted"} and plugin.calls == 1
+    assert list(other) == [] and len(scalar) == 2 and plugin.calls == 1  # built once
+
+
+def test_monitor_that_cannot_apply_is_refused_before_anything_is_built():
+    from zoo.engine.build import build_metrics
+
+    plugin = CountingMetrics()
+    catalog = make_catalog(plugin)
+    job = _job(catalog, monitor={"metric": "top5", "mode": "max"})
+    with pytest.raises(ConfigError, match="monitor metric 'top5' does not apply.*3 classes"):
+        build_metrics(catalog, job, 3, torch.device("cpu"))  # top5 declares min_classes=5
+    assert plugin.calls == 0
+
+
+def test_monitor_whose_factory_returns_none_fails_the_run_in_one_line(tmp_path):
+    catalog = make_catalog(CountingMetrics(applies=False))
+    with pytest.raises(ConfigError, match="monitor metric 'counted' does not apply"):
+        run_tiny(catalog, tmp_path, metrics=["counted"],
+                 monitor={"metric": "counted", "mode": "max"})
+
+
+def test_seeded_call_is_deterministic_restores_the_rng_and_skips_cuda_seeding(monkeypatch):
+    from zoo.engine.data import seeded_call
+
+    def draw(image):
+        return torch.rand(3)
+
+    torch.manual_seed(123)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    before = torch.random.get_rng_state()
+    a = seeded_call(draw, None, epoch_seed=7, index=3)
+    b = seeded_call(draw, None, epoch_seed=7, index=3)
+    c = seeded_call(draw, None, epoch_seed=7, index=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream goes on
+    assert calls == []  # no per-sample CUDA seeding (it formatted a stack trace each time)
+
+
+def test_checkpoint_stores_a_best_epoch_equal_to_the_model_once(tmp_path):
+    from zoo.engine.checkpoint import load_checkpoint, read_info, save_checkpoint
+    from zoo.engine.state import FitState, snapshot
+    from zoo.kit.testing.components import tiny_transfer_model
+    from zoo.weights.formats import read_safetensors
+
+    model, _ = tiny_transfer_model()
+    best = snapshot(model)  # copies of the trainable tensors, equal to the model's
+    save_checkpoint(tmp_path, model, FitState(epoch=1, best_value=0.5, best_epoch=1,
+                                              best_state=best), {})
+    tensors, _ = read_safetensors(tmp_path / "checkpoint" / "last.safetensors")
+    assert not [k for k in tensors if k.startswith("best.")]
+    assert set(read_info(tmp_path)["best_from_model"]) == set(best)
+    _, state, _ = load_checkpoint(tmp_path)
+    assert all(torch.equal(state.best_state[k], v) for k, v in best.items())
+    # once the model moves on, the best epoch's tensors are stored separately
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_checkpoint(tmp_path, model, FitState(epoch=2, best_value=0.5, best_epoch=1,
+                                              best_state=best), {})
+    tensors, _ = read_safetensors(tmp_path / "checkpoint" / "last.safetensors")
+    assert len([k for k in tensors if k.startswith("best.")]) == 1
+    _, state, _ = load_checkpoint(tmp_path)
+    assert all(torch.equal(state.best_state[k], v) for k, v in best.items())
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_quick_exit_runs_atexit_handlers_flushes_and_keeps_the_status():
+    proc = _python("""
+        import atexit, sys
+        atexit.register(lambda: print("handler ran"))
+        sys.stdout.write("unflushed line")
+        from zoo.cli import quick_exit
+        quick_exit.exit_now(3)
+    """)
+    assert proc.returncode == 3
+    assert proc.stdout.startswith("unflushed line") and "handler ran" in proc.stdout
+
+
+def test_quick_exit_waits_for_a_running_non_daemon_thread():
+    proc = _python("""
+        import threading, time
+        def late():
+            time.sleep(0.3)
+            print("thread finished", flush=True)
+        threading.Thread(target=late).start()
+        from zoo.cli import quick_exit
+        quick_exit.exit_now(None)
+    """)
+    assert proc.returncode == 0 and "thread finished" in proc.stdout
+
+
+@pytest.mark.parametrize("code,status", [(None, 0), (0, 0), (2, 2), ("message", 1)])
+def test_exit_code_maps_system_exit_codes(code, status):
+    from zoo.cli.quick_exit import exit_code
+
+    assert exit_code(code) == status
+
+
+def test_console_script_keeps_exit_codes_and_output():
+    ok = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and "zoo" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "zoo", "run", "--epochs", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "epochs" in bad.stderr
