@@ -8,7 +8,8 @@ and times whole processes, interleaved (the order rotates every repeat), median 
 - ``zoo run MODEL --strategy finetune|linear-probe`` with zoo's defaults (metrics, val every
   epoch, checkpoints, plots, model.safetensors, feature cache); only what makes the job the
   same job is set: the data, random init, epochs, batch 32, SGD lr 0.001 (momentum 0.9, no
-  weight decay — the plain loop's optimizer; zoo's default decay is 0.05), no augmentation;
+  weight decay, no Nesterov — the plain loop's optimizer; zoo's defaults are decay 0.05 and
+  Nesterov momentum), no augmentation;
 - ``plain_bare.py``: the bare loop of a transfer-learning example (train, then test once);
 - ``plain_same_work.py``: also validates every epoch, tests the best weights, ``torch.save``.
 
@@ -76,6 +77,7 @@ def zoo_command(args, data: Path, out: Path, mode: str, cache: str = "auto") -> 
            "--weights", "none", "--epochs", str(args.epochs), "--batch-size", "32",
            "--lr", "0.001", "--image-size", str(args.image_size), "--out", str(out),
            "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0",
+           "--set", "train.nesterov=false",
            "--set", "data.augment=none"]
     return cmd + (["--set", "train.feature_cache=off"] if cache == "off" else [])
 

@@ -313,3 +313,84 @@ def test_photos_dataset_and_its_grayscale_shift():
     with pytest.raises(DataError, match="photos parameter 'sise'"):
         zoo_datasets.photos_dataset(DataSpec(name="photos", params={"sise": 3}), "train",
                                     None, 0)
+
+
+# -- target_data: a folder of unlabeled images --------------------------------------------------
+def _write_images(folder, n, size=12, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            folder / f"{i:03d}.png")
+
+
+def test_unlabeled_folder_reads_any_layout_and_only_train_of_split_folders(tmp_path):
+    flat, nested, split = tmp_path / "flat", tmp_path / "nested", tmp_path / "split"
+    _write_images(flat, 5)
+    (flat / "notes.txt").write_text("not an image")
+    _write_images(nested / "a" / "deeper", 3)
+    _write_images(nested / "b", 2)
+    _write_images(split / "train" / "cat", 4)
+    _write_images(split / "test" / "cat", 6)
+    for root, n in ((flat, 5), (nested, 5), (split, 4)):
+        spec = DataSpec(name="unlabeled", path=str(root))
+        train = zoo_datasets.unlabeled_dataset(spec, "train", None, 0)
+        assert len(train) == n and train.classes == ["unlabeled"]
+        assert set(train.targets) == {0} and train[0][0].shape == (3, 12, 12)
+        assert len(zoo_datasets.unlabeled_dataset(spec, "test", None, 0)) == 0
+    assert all(i.startswith("train/") for i in zoo_datasets.unlabeled_dataset(
+        DataSpec(name="unlabeled", path=str(split)), "train", None, 0).sample_ids)
+    flat_train = zoo_datasets.unlabeled_dataset(DataSpec(name="unlabeled", path=str(flat)),
+                                                "train", None, 0)
+    assert any("unreadable" in w and "notes.txt" in w for w in flat_train.warnings)
+    capped = zoo_datasets.unlabeled_dataset(
+        DataSpec(name="unlabeled", path=str(flat), max_per_class=2), "train", None, 0)
+    assert len(capped) == 2
+
+
+def test_unlabeled_folder_without_images_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no readable images.*target_data needs a folder"):
+        zoo_datasets.unlabeled_dataset(DataSpec(name="unlabeled", path=str(tmp_path / "empty")),
+                                       "train", None, 0)
+
+
+def test_target_data_path_is_served_by_the_unlabeled_dataset():
+    from zoo.api import load_job
+
+    catalog = make_catalog()
+    assert catalog.unlabeled_path_dataset() == "unlabeled"
+    assert catalog.resolve_dataset_arg("./target", unlabeled=True) == {
+        "name": "unlabeled", "path": "./target"}
+    assert catalog.resolve_dataset_arg("./target")["name"] == "folder"
+    job = load_job(flags={"target_data": {"path": "./target"}})
+    assert job.target_data.name == "unlabeled"
+
+
+def test_uda_run_adapts_to_a_flat_folder_of_target_images(tmp_path):
+    from zoo.engine.pipeline import run
+    from zoo.layering import complete_job
+
+    target = tmp_path / "target"
+    _write_images(target, 30, size=16)
+    catalog = make_catalog()
+    job = tiny_job(out=str(tmp_path / "runs"), strategy={"name": "mcc"},
+                   head={"name": "linear"},
+                   data={"name": "digits", "max_per_class": 4, "test_split": 0.05},
+                   source_data={"name": "digits", "max_per_class": 4, "val_split": 0.05},
+                   target_data={"name": "unlabeled", "path": str(target), "num_workers": 0},
+                   train={"epochs": 1, "batch_size": 10})
+    summary = run(complete_job(job, catalog), catalog, quiet=True)
+    assert summary["status"] == "completed"
+    # one target batch (10) per source step (40 images / 10), cycling through the 30 images
+    assert summary["phases"][0]["backbone_passes"]["target_unlabeled"] == 40
+
+
+def test_cli_run_takes_target_data():
+    from zoo.cli.run_cmd import flags_tree
+
+    tree = flags_tree(make_catalog(), target_data="./unlabeled_images")
+    assert tree["target_data"] == {"name": "unlabeled", "path": "./unlabeled_images"}

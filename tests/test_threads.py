@@ -118,3 +118,51 @@ def test_apply_sets_torch_threads():
 def test_this_machine_budget_is_sane():
     b = cpu_budget()
     assert 1 <= b.cores <= (threads.os.cpu_count() or 1)
+
+
+# -- other processes' load (/proc/stat) -------------------------------------------------------
+def stat_file(tmp_path, name, per_cpu: dict):
+    """A /proc/stat with ``cpuN user nice system idle iowait irq softirq steal`` lines."""
+    lines = ["cpu  1 1 1 1 1 1 1 1 0 0"]
+    lines += [f"cpu{n} {busy} 0 0 {idle} 0 0 0 0 0 0" for n, (busy, idle) in per_cpu.items()]
+    path = tmp_path / name
+    path.write_text("\n".join(lines + ["intr 1 2 3", "ctxt 5"]) + "\n")
+    return path
+
+
+def test_sample_counts_only_the_cpus_we_may_run_on(tmp_path):
+    stat = stat_file(tmp_path, "stat", {0: (100, 50), 1: (30, 20), 2: (999, 1)})
+    s = threads.sample_cpu(stat, cpus={0, 1})
+    assert (s.busy, s.total, s.cpus) == (130, 200, 2)
+    assert threads.sample_cpu(tmp_path / "missing", cpus={0}).busy is None
+
+
+def test_others_busy_subtracts_this_process_and_needs_a_window(tmp_path):
+    a = threads.CpuSample(wall=0.0, busy=0, total=0, own=0.0, cpus=2)
+    # 2 s, 300 jiffies (hz 100) busy = 3 core-seconds, 1 s of it ours: others kept 1 core
+    b = threads.CpuSample(wall=2.0, busy=300, total=400, own=1.0, cpus=2)
+    assert threads.others_busy(a, b, hz=100) == 1.0
+    short = threads.CpuSample(wall=0.2, busy=30, total=40, own=0.1, cpus=2)
+    assert threads.others_busy(a, short, hz=100) is None
+    blind = threads.CpuSample(wall=2.0, busy=None, total=None, own=1.0, cpus=2)
+    assert threads.others_busy(a, blind, hz=100) is None
+    assert threads.others_busy(None) is None
+
+
+def test_a_busy_machine_gets_fewer_threads_never_under_one(tmp_path):
+    b = budget(tmp_path, count=2)
+    assert choose(True, budget=b, others=0.2).torch_threads == 2   # idle enough
+    plan = choose(True, budget=b, others=1.0)
+    assert plan.torch_threads == 1 and "other processes kept 1.0" in plan.reason
+    assert plan.to_dict()["others_busy"] == 1.0
+    assert choose(True, budget=b, others=2.0).torch_threads == 1
+    b8 = budget(tmp_path, count=8)
+    assert choose(True, budget=b8, others=2.0).torch_threads == 5  # 7 (a worker) - 2 busy
+
+
+def test_load_is_ignored_with_omp_num_threads_or_a_cgroup_quota(tmp_path):
+    omp = budget(tmp_path, count=2, env={"OMP_NUM_THREADS": "2"})
+    assert choose(True, budget=omp, others=1.5).torch_threads == 2
+    (tmp_path / "q").mkdir()
+    quota = budget(tmp_path / "q", count=16, v2="200000 100000")
+    assert quota.cores == 2 and choose(True, budget=quota, others=8.0).torch_threads == 2

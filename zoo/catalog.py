@@ -204,6 +204,13 @@ class Catalog:
         claimed = self.declared("datasets", "serves_paths")
         return claimed[0].name if claimed else None
 
+    def unlabeled_path_dataset(self) -> str | None:
+        """The dataset that serves paths of unlabeled images (``target_data: {path: ...}``,
+        ``--target-data PATH``): the one declaring ``serves_unlabeled_paths=True``, else the
+        one that serves plain paths."""
+        claimed = self.declared("datasets", "serves_unlabeled_paths")
+        return claimed[0].name if claimed else self.path_dataset()
+
     def job_defaults(self, kind: str, name: str | None) -> dict:
         """The job-tree fragment ``register(..., job_defaults=...)`` gave component
         ``name`` of ``kind`` (``{}`` when unknown or none)."""
@@ -311,12 +318,13 @@ class Catalog:
                 + ", ".join(f"{p}:{arch}" for p in found))
         return ModelRef(found[0], arch, tag or None)
 
-    def resolve_dataset_arg(self, value: str) -> dict:
+    def resolve_dataset_arg(self, value: str, unlabeled: bool = False) -> dict:
         """``--data X``: a registered dataset name, else a path (``./X`` forces a path),
-        served by the dataset that declared ``serves_paths=True``."""
+        served by the dataset that declared ``serves_paths=True`` (``unlabeled``: the one
+        serving unlabeled images, :meth:`unlabeled_path_dataset`)."""
         if not value.startswith(("./", "/", "../", "~")) and self.has("datasets", value):
             return {"name": value, "path": None}
-        name = self.path_dataset()
+        name = self.unlabeled_path_dataset() if unlabeled else self.path_dataset()
         if name is None:
             raise UnknownComponentError(
                 f"'{value}' is not a registered dataset and no installed dataset serves paths "

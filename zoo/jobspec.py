@@ -65,6 +65,7 @@ class TrainSpec:
     lr: float | str = 3e-3            # a number, or auto: the LR range test's suggestion
     optimizer: str = "adamw"           # adamw | adam | sgd
     momentum: float = 0.9              # sgd only
+    nesterov: bool = True              # sgd only: Nesterov momentum (off with momentum 0)
     weight_decay: float = 0.05
     scheduler: str = "cosine"          # cosine | constant
     warmup_epochs: int = 0

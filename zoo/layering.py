@@ -85,7 +85,8 @@ def _finish(job: JobSpec, catalog: Catalog, check_loggers: bool = True) -> JobSp
     if job.source_data is not None and job.source_data.name is None:
         job.source_data.name = _dataset_for(catalog, job.source_data.path)
     if job.target_data is not None and job.target_data.name is None:
-        job.target_data.name = _dataset_for(catalog, job.target_data.path)
+        job.target_data.name = (catalog.unlabeled_path_dataset() if job.target_data.path
+                                else catalog.default_name("datasets"))
     for name in job.loggers if check_loggers else []:  # unknown: an error with a did-you-mean, before any work
         catalog.get("loggers", str(name))
     return job

@@ -1,5 +1,5 @@
-"""Built-in datasets: ``demo``, ``folder``, ``digits``, ``photos``, ``torchvision:NAME``,
-``shift:NAME``.
+"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``digits``, ``photos``,
+``torchvision:NAME``, ``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
 :class:`zoo_datasets.base.ImageDataset`: items are ``(transform(uint8 (3, H, W)), label)``,
@@ -62,6 +62,13 @@ def shift_dataset(spec, split, transform=None, seed=0):
     return build(spec, check_split(split), transform, seed)
 
 
+def unlabeled_dataset(spec, split, transform=None, seed=0):
+    """Every image under ``spec.path``, labels unused (a UDA job's ``target_data``)."""
+    from .unlabeled import build  # lazy: the implementation loads on first use (imports torch)
+
+    return build(spec, check_split(split), transform, seed)
+
+
 @hookimpl
 def register_datasets(register):
     # job_defaults: native 32-px images keep these jobs fast (a strategy's own defaults win)
@@ -69,6 +76,8 @@ def register_datasets(register):
              description="generated shapes and textures: 8 classes, 32x32, no download")
     register("folder", folder_dataset, serves_paths=True,  # --data PATH
              description="images in class subfolders at data.path (ImageFolder layout)")
+    register("unlabeled", unlabeled_dataset, serves_unlabeled_paths=True,  # target_data PATH
+             description="every image under data.path, labels unused (target_data of a UDA job)")
     register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},
              description="scikit-learn handwritten digits: 10 classes, 8x8 upscaled to 32x32")
     register("torchvision", torchvision_dataset, prefix=True,

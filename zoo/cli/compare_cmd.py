@@ -20,6 +20,8 @@ def register(cli: click.Group) -> None:
               help="Runs per strategy (seeds SEED, SEED+1, ...); mean ± std over them.")
 @click.option("--source-data", default=None, metavar="DATA",
               help="Source task for the joint strategy (a dataset name or folder).")
+@click.option("--target-data", default=None, metavar="DATA",
+              help="Unlabeled target images for adabn/dann/mcc (a folder or dataset name).")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json only.")
 def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, sets, **flags):

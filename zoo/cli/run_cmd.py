@@ -75,7 +75,7 @@ def job_options(f):
 def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epochs=None,
                batch_size=None, lr=None, seed=None, device=None, image_size=None, metrics=None,
                precision=None, channels_last=None, compile_=None, out=None, name=None,
-               strategy=None, source_data=None, **_ignored) -> dict:
+               strategy=None, source_data=None, target_data=None, **_ignored) -> dict:
     """Command-line flags as a job-tree fragment."""
     tree: dict = {}
 
@@ -94,6 +94,9 @@ def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epoch
     if source_data is not None:  # the joint strategy's source task
         for k, v in cat.resolve_dataset_arg(source_data).items():
             put(f"source_data.{k}", v)
+    if target_data is not None:  # unlabeled target images of a UDA job (dann, mcc, adabn)
+        for k, v in cat.resolve_dataset_arg(target_data, unlabeled=True).items():
+            put(f"target_data.{k}", v)
     put("data.root", data_root)
     put("data.image_size", image_size)
     put("weights", weights)
@@ -122,6 +125,9 @@ def flags_tree(cat, *, data=None, data_root=None, weights=None, head=None, epoch
 @click.option("--source-data", default=None, metavar="DATA",
               help="Source task for --strategy joint: a dataset name or folder "
                    "(job key source_data:).")
+@click.option("--target-data", default=None, metavar="DATA",
+              help="Unlabeled target images for adabn/dann/mcc: a folder (any layout, labels "
+                   "unused) or a dataset name (job key target_data:).")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the strategy plan (groups, trainable params, LRs) and exit.")
 @click.option("--resume", type=click.Path(), default=None,

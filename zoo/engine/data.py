@@ -113,7 +113,8 @@ class SeededSampler:
         return len(self.sampler) if self.sampler is not None else self.size
 
 
-def load_splits(catalog, spec, seed: int, transforms: dict | None = None) -> DataBundle:
+def load_splits(catalog, spec, seed: int, transforms: dict | None = None,
+                labeled: bool = True) -> DataBundle:
     """The three splits of ``spec`` via its dataset plugin, checked for usability.
 
     Load once without ``transforms`` and use :meth:`DataBundle.with_transforms` for each
@@ -135,7 +136,7 @@ def load_splits(catalog, spec, seed: int, transforms: dict | None = None) -> Dat
                               f"(building the {split} split): {one_line(exc)} — a bug in "
                               "that plugin (rerun with --debug for the traceback)") from exc
     classes = list(getattr(splits["train"], "classes", []) or [])
-    if len(classes) < 2:
+    if labeled and len(classes) < 2:
         raise DataError(f"dataset '{spec.name}' has {len(classes)} class(es); classification "
                         "needs at least 2 (one subfolder per class)")
     if len(splits["train"]) == 0:

@@ -35,8 +35,9 @@ from zoo.strategy import LossContext, apply_model_changes, apply_phase, set_trai
 def make_optimizer(name: str, param_groups: list[dict], job) -> torch.optim.Optimizer:
     wd = job.train.weight_decay
     if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=job.train.lr, momentum=job.train.momentum,
-                               weight_decay=wd, nesterov=True)
+        momentum = job.train.momentum  # torch refuses Nesterov without momentum
+        return torch.optim.SGD(param_groups, lr=job.train.lr, momentum=momentum,
+                               weight_decay=wd, nesterov=bool(job.train.nesterov and momentum))
     if name == "adam":
         return torch.optim.Adam(param_groups, lr=job.train.lr, weight_decay=wd)
     return torch.optim.AdamW(param_groups, lr=job.train.lr, weight_decay=wd)

@@ -50,6 +50,7 @@ __all__ = ["RunContext", "run", "plan_job", "pick_device"]
 
 def plan_job(job, catalog: Catalog | None = None) -> dict:
     """The strategy plan of ``job`` as a dict (phases, groups, LRs), without training."""
+    cpu_start = threads.sample_cpu()  # other processes' load, measured until the plan
     catalog = catalog or Catalog()
     catalog.registry.check_requires()
     job = complete_job(job, catalog)  # unset component names → the plugins' defaults
@@ -61,7 +62,7 @@ def plan_job(job, catalog: Catalog | None = None) -> dict:
     out = plan.to_dict(prep.built.groups, prep.built.model, job.train.lr,
                        job.train.weight_decay)
     out["threads"] = threads.plan_for_run(prep.bundle.train, pick_device(job.device).type,
-                                          job.data.num_workers).to_dict()
+                                          job.data.num_workers, since=cpu_start).to_dict()
     out.update({"model": prep.built.ref.full, "weights": prep.built.weights,
                 "num_classes": len(prep.classes), "image_size": prep.built.image_size,
                 "warnings": prep.warnings})
@@ -75,11 +76,12 @@ def run(job, catalog: Catalog | None = None, *, quiet: bool = False, console=Non
     Launched by torchrun, every rank calls this inside one process group; rank 0 alone
     writes the run folder, logs and draws progress bars (docs/distributed.md).
     """
+    cpu_start = threads.sample_cpu()  # other processes' load, measured until the plan
     catalog = catalog or Catalog()
     job = complete_job(job, catalog)  # unset component names → the plugins' defaults
     with distributed.session(pick_device(job.device)) as device:
         return _run(job, catalog, device, quiet=quiet, console=console,
-                    resume=resume, on_plan=on_plan)
+                    resume=resume, on_plan=on_plan, cpu_start=cpu_start)
 
 
 def _strategy_extra(prep: Prepared, device, catalog: Catalog | None = None) -> dict:
@@ -109,7 +111,7 @@ def _logger(quiet: bool, main: bool, console) -> Callable:
 
 
 def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | None,
-         on_plan: Callable | None) -> dict:
+         on_plan: Callable | None, cpu_start=None) -> dict:
     """:func:`_steps` with the guarantees of every phase (docs/reliability.md): SIGINT,
     SIGTERM and SIGHUP anywhere leave ``status: interrupted`` and the resume hint (exit
     130/143); any failure leaves ``status: failed`` with its error; a plugin's bug is one
@@ -119,7 +121,7 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
     previous = guard.install_signal_handlers()
     try:
         return _steps(job, catalog, device, rec, quiet=quiet, console=console, resume=resume,
-                      on_plan=on_plan)
+                      on_plan=on_plan, cpu_start=cpu_start)
     except (KeyboardInterrupt, guard.Terminated) as exc:
         raise rec.interrupted(exc, lambda s: _run_end(catalog, rec, s)) from None
     except ZooError as exc:
@@ -146,7 +148,7 @@ def _run_end(catalog: Catalog, rec, summary: dict) -> None:
 
 
 def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: str | None,
-           on_plan: Callable | None) -> dict:
+           on_plan: Callable | None, cpu_start=None) -> dict:
     catalog.registry.check_requires()
     main = rec.main  # rank 0 (or the only process) writes, logs, shows progress
     log = _logger(quiet, main, console)
@@ -191,7 +193,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     if workers is None and isinstance(saved_loader.get("workers"), int):
         workers = saved_loader["workers"]  # resume with the workers the run used
     # torch threads + DataLoader workers within the cores zoo may use (docs/benchmarks.md)
-    tp = threads.plan_for_run(bundle.train, device.type, workers)
+    tp = threads.plan_for_run(bundle.train, device.type, workers, since=cpu_start)
     if isinstance(saved_loader.get("torch_threads"), int) and saved_loader["torch_threads"] > 0:
         tp = replace(tp, torch_threads=saved_loader["torch_threads"],
                      reason=tp.reason + "; thread count of the run being resumed")

@@ -73,6 +73,6 @@ def prepare(catalog, job, warnings: list | None = None,
         source = load_splits(catalog, job.source_data, job.seed).with_transforms(
             {"train": transforms["train"], "val": transforms["val"]})
     if getattr(job, "target_data", None) is not None:  # its train split, labels unused
-        target = load_splits(catalog, job.target_data, job.seed).with_transforms(
-            {"train": transforms["train"]})
+        target = load_splits(catalog, job.target_data, job.seed,
+                             labeled=False).with_transforms({"train": transforms["train"]})
     return Prepared(job, bundle, built, transforms, source, target=target, warnings=warnings)

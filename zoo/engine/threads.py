@@ -17,14 +17,24 @@ The rule, chosen by measurement (docs/benchmarks.md, "Threads and workers"):
   2 threads + 0 workers; on CUDA the compute is on the GPU, so workers get every core but
   one, at most 8.
 - An explicit ``data.num_workers`` is honoured; the threads then make room for it.
+- **Other processes' load**: torch's OpenMP threads wait for each other at every op, so a
+  thread that shares its core with another busy process stalls them all (3-7× slower
+  measured on 2 cores with one busy process). :func:`sample_cpu` at the start of a run and
+  again at the plan measures how many of our CPUs other processes kept busy meanwhile
+  (``/proc/stat`` of the CPUs we may run on, minus this process's own CPU time); from half a
+  core busy on, the run starts one thread fewer per busy core (never under one). Not when
+  ``OMP_NUM_THREADS`` is set (the user's choice), nor when a cgroup quota, not the CPUs we
+  run on, is the limit (other containers on the host do not shrink a quota), nor for a
+  window under 0.5 s (too short to tell).
 
 Nothing here imports torch except :func:`apply` (the numbers are plain functions, tested
-with mocked affinity, environment and cgroup files).
+with mocked affinity, environment, cgroup and ``/proc/stat`` files).
 """
 from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +43,9 @@ IN_MEMORY_WORKERS_FROM = 8   # cores from which in-memory datasets get a worker 
 FILE_WORKERS_FROM = 2        # cores from which file datasets get workers (CPU device)
 MAX_CPU_WORKERS = 4
 MAX_CUDA_WORKERS = 8
+PROC_STAT = Path("/proc/stat")
+BUSY_FROM = 0.5              # cores other processes keep busy from which threads are lowered
+MIN_WINDOW = 0.5             # seconds between the samples for the measurement to count
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,13 @@ class ThreadPlan:
     reason: str
     limits: dict = field(default_factory=dict)
 
+    others_busy: float | None = None  # cores other processes kept busy (None: not measured)
+
     def to_dict(self) -> dict:
         """For ``summary.json`` (key ``threads``) and ``--plan --json``."""
         return {"cores": self.cores, "torch_threads": self.torch_threads,
-                "workers": self.workers, "reason": self.reason, "limits": dict(self.limits)}
+                "workers": self.workers, "reason": self.reason, "limits": dict(self.limits),
+                "others_busy": self.others_busy}
 
     def describe(self) -> str:
         """One line for ``--plan`` and the run log."""
@@ -122,8 +138,61 @@ def cpu_budget(*, cpu_count: int | None = None, affinity: set | None = None,
     return CpuBudget(cores, limits, _positive_int(env.get("OMP_NUM_THREADS")))
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """A moment's CPU counters: wall clock, busy and total jiffies of the CPUs this process
+    may run on (None where ``/proc/stat`` is unreadable) and this process's CPU seconds."""
+
+    wall: float
+    busy: int | None
+    total: int | None
+    own: float
+    cpus: int
+
+
+def sample_cpu(stat: Path | str = PROC_STAT, cpus: set | None = None) -> CpuSample:
+    """The counters now (``cpus``: the CPUs to count; default this process's affinity)."""
+    if cpus is None:
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    busy = total = None
+    try:
+        lines = Path(stat).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        try:  # user nice system idle iowait irq softirq steal (guest is inside user)
+            f = [int(x) for x in rest.split()[:8]]
+        except ValueError:
+            continue
+        if len(f) < 8:
+            continue
+        busy = (busy or 0) + f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+        total = (total or 0) + sum(f)
+    t = os.times()
+    return CpuSample(time.monotonic(), busy, total, t.user + t.system, len(cpus))
+
+
+def others_busy(start: CpuSample | None, end: CpuSample | None = None,
+                hz: int | None = None) -> float | None:
+    """Cores other processes kept busy between two samples (``end`` default: now); None
+    when it cannot be told (no ``/proc/stat``, a window under ``MIN_WINDOW`` seconds)."""
+    if start is None:
+        return None
+    end = end or sample_cpu()
+    window = end.wall - start.wall
+    if start.busy is None or end.busy is None or window < MIN_WINDOW:
+        return None
+    hz = hz or os.sysconf("SC_CLK_TCK")
+    busy_seconds = (end.busy - start.busy) / hz
+    others = (busy_seconds - (end.own - start.own)) / window
+    return round(min(max(others, 0.0), float(end.cpus)), 2)
+
+
 def choose(in_memory: bool, device_type: str = "cpu", workers: int | None = None,
-           budget: CpuBudget | None = None) -> ThreadPlan:
+           budget: CpuBudget | None = None, others: float | None = None) -> ThreadPlan:
     """Threads and workers for one run: see the module docstring for the rule."""
     budget = budget or cpu_budget()
     cores = budget.cores
@@ -150,15 +219,33 @@ def choose(in_memory: bool, device_type: str = "cpu", workers: int | None = None
         if budget.omp_threads < threads:
             threads = budget.omp_threads
         reason += f"; OMP_NUM_THREADS={budget.omp_threads}"
+    elif others is not None and others >= BUSY_FROM and _runs_on_counted_cores(budget):
+        fewer = max(1, threads - math.ceil(others - BUSY_FROM))
+        if fewer < threads:
+            reason += (f"; other processes kept {others:.1f} of the {cores} cores busy: "
+                       f"{fewer} torch thread(s) instead of {threads}")
+            threads = fewer
     limits = dict(budget.limits, OMP_NUM_THREADS=budget.omp_threads)
-    return ThreadPlan(cores, threads, w, reason, limits)
+    return ThreadPlan(cores, threads, w, reason, limits, others)
+
+
+def _runs_on_counted_cores(budget: CpuBudget) -> bool:
+    """The cores are the CPUs we run on (count / affinity), not a smaller cgroup quota."""
+    cgroup = budget.limits.get("cgroup")
+    cpus = [v for v in (budget.limits.get("cpu_count"), budget.limits.get("affinity"))
+            if v is not None]
+    return cgroup is None or not cpus or cgroup >= min(cpus)
 
 
 def plan_for_run(dataset, device_type: str, workers: int | None = None,
-                 budget: CpuBudget | None = None) -> ThreadPlan:
+                 budget: CpuBudget | None = None, since: CpuSample | None = None
+                 ) -> ThreadPlan:
     """The plan for a run on ``dataset`` (its ``in_memory`` attribute decides), with the
-    job's ``data.num_workers`` (None: chosen here). Call :func:`apply` before training."""
-    return choose(bool(getattr(dataset, "in_memory", False)), device_type, workers, budget)
+    job's ``data.num_workers`` (None: chosen here); ``since``: the run's first
+    :func:`sample_cpu`, to measure other processes' load. Call :func:`apply` before
+    training."""
+    return choose(bool(getattr(dataset, "in_memory", False)), device_type, workers, budget,
+                  others_busy(since) if device_type != "cuda" else None)
 
 
 def apply(plan: ThreadPlan) -> int:
