@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -87,13 +88,20 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pairs", default=",".join(PAIRS))
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None,
+                    help="write every row here as it comes; rows already there are not rerun")
     args = ap.parse_args(argv)
     rows = []
+    if args.json and os.path.exists(args.json):  # go on where an interrupted run stopped
+        with open(args.json) as f:
+            rows = json.load(f)
+    done = {(r["pair"], r["strategy"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as out:
         for pair in args.pairs.split(","):
             for strategy in args.strategies.split(","):
                 for seed in range(args.seeds):
+                    if (pair, strategy, seed) in done:
+                        continue
                     row = one(args, pair, strategy, seed, out)
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)

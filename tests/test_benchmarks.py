@@ -116,3 +116,27 @@ def test_gpu_configs_are_valid_jobs():
     job = load_job("resnet50", weights="none", sets=gpu.job_sets(cfgs[3], args))
     assert (job.train.precision, job.train.channels_last, job.device) == ("bf16", True, "cuda")
     assert job.data.image_size == 224 and job.data.params == {"size": 64, "per_class": 10}
+
+
+def _auto_rows():
+    rows = []
+    for seed, jitter in enumerate((0.0, 0.02, -0.02)):
+        for strategy, lr, val, test, secs in (
+                ("linear-probe", 3e-3, 0.70, 0.68, 4.0), ("linear-probe", 1e-2, 0.80, 0.78, 4.0),
+                ("finetune", 3e-3, 0.85, 0.80, 10.0), ("finetune", 1e-2, 0.75, 0.90, 10.0),
+                ("auto", None, 0.84, 0.79, 14.0)):
+            rows.append({"task": "t", "strategy": strategy, "lr": lr, "seed": seed,
+                         "val": val + jitter, "test": test + jitter, "seconds": secs})
+    return rows
+
+
+def test_auto_bar_picks_strategy_and_lr_on_val_and_compares_on_test():
+    ab = load("auto_bar")
+    line = ab.verdicts(_auto_rows())[2]
+    # finetune at 3e-3 has the best val (0.85), although 1e-2 tests better: chosen on val
+    assert "| finetune (0.003) | 80.0 ± 2.0 | 79.0 ± 2.0 | +1.0 (2.0) | 1.40× | met |" in line
+    slow = [dict(r, seconds=20.0) if r["strategy"] == "auto" else r for r in _auto_rows()]
+    assert ab.verdicts(slow)[2].endswith("| 2.00× | NOT met |")
+    worse = [dict(r, test=r["test"] - 0.05) if r["strategy"] == "auto" else r
+             for r in _auto_rows()]
+    assert "NOT met" in ab.verdicts(worse)[2]

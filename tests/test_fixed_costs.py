@@ -158,3 +158,15 @@ def test_console_script_keeps_exit_codes_and_output():
     bad = subprocess.run([sys.executable, "-m", "zoo", "run", "--epochs", "x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "epochs" in bad.stderr
+
+
+def test_no_progress_bar_thread_when_the_console_is_not_a_terminal():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from zoo.engine.pipeline import _progress
+
+    assert _progress(Console(file=io.StringIO())) is None  # a log file or a pipe
+    assert isinstance(_progress(Console(file=io.StringIO(), force_terminal=True)), Progress)

@@ -166,3 +166,27 @@ def test_load_is_ignored_with_omp_num_threads_or_a_cgroup_quota(tmp_path):
     (tmp_path / "q").mkdir()
     quota = budget(tmp_path / "q", count=16, v2="200000 100000")
     assert quota.cores == 2 and choose(True, budget=quota, others=8.0).torch_threads == 2
+
+
+def test_a_short_window_falls_back_to_the_previous_plan_in_this_process(monkeypatch):
+    now = threads.CpuSample(wall=110.0, busy=1500, total=2000, own=5.0, cpus=2)
+    monkeypatch.setattr(threads, "sample_cpu", lambda *a, **k: now)
+    monkeypatch.setattr(threads, "_previous_plan",
+                        [threads.CpuSample(wall=100.0, busy=0, total=0, own=0.0, cpus=2)])
+    monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
+
+    class Data:
+        in_memory = True
+
+    budget = threads.CpuBudget(2, {"cpu_count": 2, "affinity": 2, "cgroup": None,
+                                   "local_ranks": None})
+    # the run's own window (0.2 s) is too short; the 10 s since the last plan: 15 core-s
+    # busy, 5 of them ours -> others kept 1 core busy
+    start = threads.CpuSample(wall=109.8, busy=1490, total=1990, own=5.0, cpus=2)
+    plan = threads.plan_for_run(Data(), "cpu", budget=budget, since=start)
+    assert plan.others_busy == 1.0 and plan.torch_threads == 1
+    assert threads._previous_plan == [now]
+    # too old a previous plan: not used
+    monkeypatch.setattr(threads, "_previous_plan",
+                        [threads.CpuSample(wall=-1000.0, busy=0, total=0, own=0.0, cpus=2)])
+    assert threads.plan_for_run(Data(), "cpu", budget=budget, since=start).others_busy is None

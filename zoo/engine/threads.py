@@ -24,8 +24,11 @@ The rule, chosen by measurement (docs/benchmarks.md, "Threads and workers"):
   (``/proc/stat`` of the CPUs we may run on, minus this process's own CPU time); from half a
   core busy on, the run starts one thread fewer per busy core (never under one). Not when
   ``OMP_NUM_THREADS`` is set (the user's choice), nor when a cgroup quota, not the CPUs we
-  run on, is the limit (other containers on the host do not shrink a quota), nor for a
-  window under 0.5 s (too short to tell).
+  run on, is the limit (other containers on the host do not shrink a quota). A window under
+  0.5 s (a second run in the same process: torch and timm already imported) is too short to
+  tell; then the window since the previous run's plan in this process (at most 10 minutes
+  back) is used — it spans that run's training, whose own CPU time, its DataLoader workers'
+  included, is subtracted.
 
 Nothing here imports torch except :func:`apply` (the numbers are plain functions, tested
 with mocked affinity, environment, cgroup and ``/proc/stat`` files).
@@ -46,6 +49,8 @@ MAX_CUDA_WORKERS = 8
 PROC_STAT = Path("/proc/stat")
 BUSY_FROM = 0.5              # cores other processes keep busy from which threads are lowered
 MIN_WINDOW = 0.5             # seconds between the samples for the measurement to count
+MAX_WINDOW = 600.0           # the previous plan's sample is used when at most this old
+_previous_plan: list = []    # the sample taken at this process's last plan (at most one)
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,9 @@ def sample_cpu(stat: Path | str = PROC_STAT, cpus: set | None = None) -> CpuSamp
             continue
         busy = (busy or 0) + f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
         total = (total or 0) + sum(f)
-    t = os.times()
-    return CpuSample(time.monotonic(), busy, total, t.user + t.system, len(cpus))
+    t = os.times()  # children: DataLoader workers that ended (they show in /proc/stat too)
+    own = t.user + t.system + t.children_user + t.children_system
+    return CpuSample(time.monotonic(), busy, total, own, len(cpus))
 
 
 def others_busy(start: CpuSample | None, end: CpuSample | None = None,
@@ -244,8 +250,16 @@ def plan_for_run(dataset, device_type: str, workers: int | None = None,
     job's ``data.num_workers`` (None: chosen here); ``since``: the run's first
     :func:`sample_cpu`, to measure other processes' load. Call :func:`apply` before
     training."""
+    others = None
+    if device_type != "cuda" and since is not None:
+        now = sample_cpu()
+        others = others_busy(since, now)
+        if others is None and _previous_plan and \
+                now.wall - _previous_plan[0].wall <= MAX_WINDOW:
+            others = others_busy(_previous_plan[0], now)
+        _previous_plan[:] = [now]
     return choose(bool(getattr(dataset, "in_memory", False)), device_type, workers, budget,
-                  others_busy(since) if device_type != "cuda" else None)
+                  others)
 
 
 def apply(plan: ThreadPlan) -> int:

@@ -1,0 +1,155 @@
+"""The bar of ``auto`` (issue 16): on several tasks, auto vs the best fixed strategy at its
+best learning rate, from one command.
+
+For every task, fixed strategy, LR and seed: one in-process ``zoo.api.run`` (the same job
+``zoo run`` builds from the flags); for every task and seed one ``auto`` run at the job's
+LR (auto chooses the strategy and its LR itself, on the train and val splits only). Then,
+per task:
+
+* each fixed strategy's **best LR** is the one with the highest mean *val* accuracy over the
+  seeds (summary.json ``monitor.best``); the **best fixed strategy** is the one whose
+  best-LR runs have the highest mean val accuracy — chosen on val, compared on test;
+* auto's test accuracy (mean ± std over the seeds) against the best fixed strategy's:
+  **met** when auto is below it by at most max(1 point, 1 std of the best fixed);
+* auto's wall time (mean over seeds) against one fine-tune run's (``finetune`` at its best
+  LR, mean over seeds): **met** at ≤ 1.5×.
+
+Tasks (efficientnet_lite0 with its ImageNet weights from the zoo-efficientnet-lite plugin):
+``digits`` (30 train/class, 64 px), ``demo`` (40/class, 64 px), ``photos`` (the built-in
+six-photo crops, 64 px), ``invert`` (shift:digits, inverted, severity 5: a shifted task),
+``digits-large`` (100 train/class, 8 epochs: enough data for fine-tuning to pay off).
+
+    python benchmarks/auto_bar.py [--tasks digits,demo,photos,invert,digits-large] \\
+        [--strategies linear-probe,finetune,lp-ft] [--lrs 3e-3,1e-2] [--seeds 3] \\
+        [--json rows.json]
+    python benchmarks/auto_bar.py --table-from rows.json     # the table again, no run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+TASKS = {
+    "digits": ({"name": "digits", "max_per_class": 30, "image_size": 64}, 5),
+    "demo": ({"name": "demo", "params": {"per_class": 40}, "image_size": 64}, 5),
+    "photos": ({"name": "photos", "image_size": 64}, 5),
+    "invert": ({"name": "shift:digits", "max_per_class": 30, "image_size": 64,
+                "params": {"transform": "invert", "severity": 5}}, 5),
+    "digits-large": ({"name": "digits", "max_per_class": 100, "image_size": 64}, 8),
+}
+
+
+def one(args, task: str, strategy: str, lr: float | None, seed: int, out: str) -> dict:
+    from zoo.api import load_job, run
+
+    data, epochs = TASKS[task]
+    train = {"epochs": epochs, "batch_size": args.batch_size}
+    if lr is not None:
+        train["lr"] = lr
+    job = load_job(model=args.model, flags={
+        "strategy": {"name": strategy}, "seed": seed, "device": args.device,
+        "data": dict(data, num_workers=0), "train": train, "out": out,
+        "name": f"{task}-{strategy}-{lr}-{seed}"})
+    plan: dict = {}
+    start = time.perf_counter()
+    summary = run(job, quiet=True, on_plan=plan.update)
+    chose = next((n for n in plan.get("notes", []) if str(n).startswith("auto chose")), None)
+    return {"task": task, "strategy": strategy, "lr": lr, "seed": seed,
+            "val": (summary.get("monitor") or {}).get("best"),
+            "test": summary["test"]["accuracy"], "seconds": round(time.perf_counter() - start, 2),
+            "weights": summary["weights"]["source"], "chose": chose,
+            "ran": [p["name"] for p in summary.get("phases", [])]}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """The markdown table: per task, the best fixed strategy (chosen on val) vs auto."""
+    lines = ["| task | best fixed (LR, chosen on val) | its test % | auto test % | gap (allowed) "
+             "| auto time / one finetune | bar |", "|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        fixed: dict = {}
+        for r in mine:
+            if r["strategy"] != "auto":
+                fixed.setdefault(r["strategy"], {}).setdefault(r["lr"], []).append(r)
+        best_lr = {s: max(by_lr, key=lambda lr: statistics.mean(x["val"] for x in by_lr[lr]))
+                   for s, by_lr in fixed.items()}
+        best = max(best_lr, key=lambda s: statistics.mean(x["val"] for x in fixed[s][best_lr[s]]))
+        b_test, b_sd = mean_sd([x["test"] for x in fixed[best][best_lr[best]]])
+        auto = [r for r in mine if r["strategy"] == "auto"]
+        if not auto:
+            continue
+        a_test, a_sd = mean_sd([x["test"] for x in auto])
+        allowed = max(0.01, b_sd)
+        gap = b_test - a_test
+        ft = fixed.get("finetune", {}).get(best_lr.get("finetune"), [])
+        ratio = (statistics.mean(x["seconds"] for x in auto) /
+                 statistics.mean(x["seconds"] for x in ft)) if ft else None
+        ok = gap <= allowed and (ratio is None or ratio <= 1.5)
+        lines.append(
+            f"| {task} | {best} ({best_lr[best]:g}) | {100 * b_test:.1f} ± {100 * b_sd:.1f} | "
+            f"{100 * a_test:.1f} ± {100 * a_sd:.1f} | {100 * gap:+.1f} ({100 * allowed:.1f}) | "
+            f"{f'{ratio:.2f}×' if ratio is not None else '-'} | {'met' if ok else 'NOT met'} |")
+    return lines
+
+
+def detail(rows: list[dict]) -> list[str]:
+    """Every (task, strategy, LR): val and test mean ± std, mean seconds."""
+    lines = ["| task | strategy | LR | val % | test % | s/run |", "|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["strategy"], r["lr"]), []).append(r)
+    for (task, strategy, lr), rs in groups.items():
+        v, vs = mean_sd([r["val"] for r in rs])
+        t, ts = mean_sd([r["test"] for r in rs])
+        lines.append(f"| {task} | {strategy} | {'job' if lr is None else f'{lr:g}'} | "
+                     f"{100 * v:.1f} ± {100 * vs:.1f} | {100 * t:.1f} ± {100 * ts:.1f} | "
+                     f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--strategies", default="linear-probe,finetune,lp-ft")
+    ap.add_argument("--lrs", default="3e-3,1e-2")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None, help="write every row here as it comes")
+    ap.add_argument("--table-from", default=None, help="print the tables of a --json file")
+    args = ap.parse_args(argv)
+    if args.table_from:
+        rows = json.load(open(args.table_from))
+    else:
+        rows = []
+        lrs = [float(x) for x in args.lrs.split(",") if x]
+        with tempfile.TemporaryDirectory() as out:
+            for task in args.tasks.split(","):
+                if task not in TASKS:
+                    raise SystemExit(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+                jobs = [(s, lr) for s in args.strategies.split(",") for lr in lrs]
+                jobs.append(("auto", None))
+                for seed in range(args.seeds):
+                    for strategy, lr in jobs:
+                        rows.append(one(args, task, strategy, lr, seed, out))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                        if args.json:
+                            with open(args.json, "w") as f:
+                                json.dump(rows, f, indent=1)
+    print("\n".join(verdicts(rows)))
+    print()
+    print("\n".join(detail(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
