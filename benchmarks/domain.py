@@ -11,7 +11,8 @@ is above max(1 point, 1 std of the difference); writes every summary to ``--json
 
 Pairs: digits → inverted digits (severity 5: a sign flip AdaBN's statistics cannot undo),
 digits → noisy digits (severity 4), demo shapes → colour-shifted shapes (severity 4),
-scikit-image photo crops → blurred crops (severity 4).
+scikit-image photo crops → blurred crops (severity 4), and two milder digit shifts (noise
+at severity 2, rotation by ±45° at severity 3) where the source model is not at chance.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PAIRS = {
     "digits→noise4": ("digits", {"transform": "noise", "severity": 4}, "digits"),
     "demo→color4": ("demo", {"transform": "color", "severity": 4}, "demo"),
     "photos→blur4": ("photos", {"transform": "blur", "severity": 4}, "photos"),
+    "digits→noise2": ("digits", {"transform": "noise", "severity": 2}, "digits"),
+    "digits→rotate3": ("digits", {"transform": "rotate", "severity": 3}, "digits"),
 }
 STRATEGIES = ("source-only", "adabn", "dann", "mcc")
 
@@ -47,6 +50,7 @@ def one(args, pair: str, strategy: str, seed: int, out: str) -> dict:
     summary = run(job, quiet=True)
     return {"pair": pair, "strategy": strategy, "seed": seed,
             "accuracy": summary["test"]["accuracy"], "weights": summary["weights"]["source"],
+            "source_val": (summary.get("monitor") or {}).get("best"),
             "seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -129,8 +129,8 @@ class Trials:
 
     def epochs_for(self, cand: Candidate, budget: float) -> tuple[int, float]:
         """``(epochs, fraction of the train split)`` for ``budget`` epochs of ``cand``."""
-        if cand.cost not in PAID:  # cached features: whole epochs cost next to nothing
-            return max(1, round(budget)), 1.0
+        if cand.cost not in PAID:  # cached features: all of the run's epochs cost next to
+            return max(1, cand.job.train.epochs), 1.0  # nothing, and score it as it will run
         if budget >= 1:
             return max(1, math.floor(budget)), 1.0
         return 1, budget
