@@ -105,8 +105,9 @@ def test_successive_halving_keeps_the_top_third_per_rung():
     m, groups = model()
     auto = Auto()
     auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    # a budget that affords every candidate's trials (test_budget_... covers the pruning)
     plan = auto.plan(m, groups, auto_job(candidates="linear-probe,finetune,lp-ft", eta=3,
-                                         rungs=3))
+                                         rungs=3, budget=10.0))
     cands = auto.last_trials
     assert len(cands) == 9  # 3 strategies × (lr ÷ 3, lr, lr × 3)
     per_rung = [sum(1 for c in cands if r in c.scores) for r in range(3)]
@@ -261,3 +262,18 @@ def test_replace_head_keeps_the_head_group_true_and_tags_the_head():
     assert head.params == [n for n, _ in m.named_parameters() if n.startswith("head.")]
     assert len(head.params) == 4 and [g.params for g in groups if g.name != "head"] == before
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_budget_counts_each_trials_val_pass_and_prunes_what_it_cannot_afford():
+    from zoo_strategies.auto_halving import MIN_BUDGET, affordable
+
+    # 18 paid candidates, val pass 0.2 epoch each, budget 0.4 × 5 epochs = 2 epochs
+    n = affordable(18, epochs=5, eta=3, rungs=3, budget=0.4, val_cost=0.2)
+    assert 1 <= n < 18
+    b = rung_budgets(n, epochs=5, eta=3, rungs=3, budget=0.4, val_cost=0.2)
+    alive = [math.ceil(n / 3 ** r) for r in range(3)]
+    spent = sum(a * (b[r] + 0.2) for r, a in enumerate(alive))
+    assert spent <= 0.4 * 5 + 1e-9 and b[0] >= MIN_BUDGET
+    assert affordable(18, 5, 3, 3, 0.4, val_cost=0.0) > n  # val passes are what prune here
+    assert affordable(18, 5, 3, 3, 10.0, val_cost=0.2) == 18  # a large budget: all of them
+    assert affordable(0, 5, 3, 3, 0.4, 0.2) == 0

@@ -70,9 +70,19 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
     finals: list[TrialResult] = []
     for c in free:  # no gradient steps: one evaluation, no rungs
         finals.append(_score(c, "once", trials.run(c, 1)))
-    n_paid = sum(1 for c in alive if c.cost in PAID)
     epochs = job.train.epochs
-    budgets = rung_budgets(n_paid, epochs, eta, rungs, budget)
+    val_cost = validation_cost(data, cands)
+    paid = [c for c in alive if c.cost in PAID]
+    kept = affordable(len(paid), epochs, eta, rungs, budget, val_cost)
+    if kept < len(paid):  # the val passes alone would overspend: the most likely ones stay
+        ranked = sorted(paid, key=lambda c: (c.lr_from not in (None, "default", "lr-find"),
+                                             c.cost != "full", paid.index(c)))
+        dropped = ranked[kept:]
+        alive = [c for c in alive if c not in dropped]
+        log.append(f"budget: {len(paid)} paid candidates, each trial's val pass costs "
+                   f"{val_cost:.2f} epoch(s); {kept} fit {budget:g} × {epochs} epochs — not "
+                   "tried: " + ", ".join(c.label for c in dropped))
+    budgets = rung_budgets(kept, epochs, eta, rungs, budget, val_cost)
     last: list[TrialResult] = []
     for r, b in enumerate(budgets):
         if not alive:
@@ -144,10 +154,38 @@ def choose(trials: list, n_val: int) -> tuple[str, str]:
     return winner.strategy, why
 
 
-def rung_budgets(n_paid: int, epochs: int, eta: int, rungs: int, budget: float) -> list[float]:
+def rung_budgets(n_paid: int, epochs: int, eta: int, rungs: int, budget: float,
+                 val_cost: float = 0.0) -> list[float]:
     """Per-candidate budgets (in epochs) of each rung: ``b·eta^r``, ``b`` such that the paid
-    candidates alive at each rung (``ceil(n / eta^r)``) cost ``budget × epochs`` in all;
-    never more than ``epochs`` per candidate."""
-    weights = [math.ceil(max(1, n_paid) / eta ** r) * eta ** r for r in range(rungs)]
-    b0 = budget * epochs / max(1e-9, sum(weights))
+    candidates alive at each rung (``ceil(n / eta^r)``) cost ``budget × epochs`` in all,
+    their val passes (``val_cost`` epochs per trial) included; never more than ``epochs``
+    per candidate, never under :data:`MIN_BUDGET`."""
+    alive = [math.ceil(max(1, n_paid) / eta ** r) for r in range(rungs)]
+    weights = [n * eta ** r for r, n in enumerate(alive)]
+    left = budget * epochs - val_cost * sum(alive)
+    b0 = max(MIN_BUDGET, left / max(1e-9, sum(weights)))
     return [min(float(epochs), b0 * eta ** r) for r in range(rungs)]
+
+
+MIN_BUDGET = 0.1  # epochs: the smallest rung-0 trial (below it a trial's score is noise)
+
+
+def affordable(n_paid: int, epochs: int, eta: int, rungs: int, budget: float,
+               val_cost: float) -> int:
+    """How many paid candidates the budget affords when every trial also pays its val
+    pass and rung 0 trains each for at least :data:`MIN_BUDGET` epochs (at least one)."""
+    for n in range(n_paid, 1, -1):
+        alive = [math.ceil(n / eta ** r) for r in range(rungs)]
+        need = sum(a * (MIN_BUDGET * eta ** r + val_cost) for r, a in enumerate(alive))
+        if need <= budget * epochs:
+            return n
+    return min(1, n_paid)
+
+
+def validation_cost(data: dict, cands) -> float:
+    """A trial's val pass in epochs of training: val images over train images, a third
+    (a forward pass against forward + backward)."""
+    where = next((c.trains_on for c in cands if c.cost in PAID), "target")
+    bundle = data.get(where) or data["target"]
+    n_train = max(1, len(bundle.train))
+    return (len(bundle.val) if bundle.val is not None else 0) / n_train / 3.0

@@ -56,13 +56,18 @@ def plan_job(job, catalog: Catalog | None = None) -> dict:
     job = complete_job(job, catalog)  # unset component names → the plugins' defaults
     torch.manual_seed(job.seed)
     prep = prepare(catalog, job)
-    plan = make_plan(catalog, job, prep.built, _strategy_extra(prep, torch.device("cpu"),
-                                                                catalog))
+    tp = threads.plan_for_run(prep.bundle.train, pick_device(job.device).type,
+                              job.data.num_workers, since=cpu_start)
+    previous = threads.apply(tp)  # auto's trials train while planning
+    try:
+        plan = make_plan(catalog, job, prep.built, _strategy_extra(prep, torch.device("cpu"),
+                                                                    catalog))
+    finally:
+        torch.set_num_threads(previous)
     apply_model_changes(plan, prep.built.model, prep.built.groups)  # --plan counts adapters
     out = plan.to_dict(prep.built.groups, prep.built.model, job.train.lr,
                        job.train.weight_decay)
-    out["threads"] = threads.plan_for_run(prep.bundle.train, pick_device(job.device).type,
-                                          job.data.num_workers, since=cpu_start).to_dict()
+    out["threads"] = tp.to_dict()
     out.update({"model": prep.built.ref.full, "weights": prep.built.weights,
                 "num_classes": len(prep.classes), "image_size": prep.built.image_size,
                 "warnings": prep.warnings})
@@ -173,6 +178,18 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
         ckpt.check_same_data(rec.run_dir, bundle)
     for w in warnings:
         log(w, style="yellow")
+    # torch threads + DataLoader workers within the cores zoo may use (docs/benchmarks.md),
+    # set before planning: auto's trials train during the plan
+    workers = job.data.num_workers
+    saved_loader = (saved or {}).get("loader") or {}
+    if workers is None and isinstance(saved_loader.get("workers"), int):
+        workers = saved_loader["workers"]  # resume with the workers the run used
+    tp = threads.plan_for_run(bundle.train, device.type, workers, since=cpu_start)
+    if isinstance(saved_loader.get("torch_threads"), int) and saved_loader["torch_threads"] > 0:
+        tp = replace(tp, torch_threads=saved_loader["torch_threads"],
+                     reason=tp.reason + "; thread count of the run being resumed")
+    rec.restore_threads = threads.apply(tp)
+    workers = tp.workers
     rec.stage = "planning the strategy"
     plan = make_plan(catalog, job, built, _strategy_extra(prep, device, catalog))
     # the plan's model changes (adapters), before the device move and a resume's checkpoint
@@ -188,17 +205,6 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                         f"images; using {len(bundle.train)}")
         bs = len(bundle.train)
     rec.stage = "setting up the run"
-    workers = job.data.num_workers
-    saved_loader = (saved or {}).get("loader") or {}
-    if workers is None and isinstance(saved_loader.get("workers"), int):
-        workers = saved_loader["workers"]  # resume with the workers the run used
-    # torch threads + DataLoader workers within the cores zoo may use (docs/benchmarks.md)
-    tp = threads.plan_for_run(bundle.train, device.type, workers, since=cpu_start)
-    if isinstance(saved_loader.get("torch_threads"), int) and saved_loader["torch_threads"] > 0:
-        tp = replace(tp, torch_threads=saved_loader["torch_threads"],
-                     reason=tp.reason + "; thread count of the run being resumed")
-    rec.restore_threads = threads.apply(tp)
-    workers = tp.workers
     loader_settings = {"workers": workers, "torch_threads": tp.torch_threads}
     notes: list = []
     loaders = {
