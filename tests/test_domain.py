@@ -394,3 +394,9 @@ def test_cli_run_takes_target_data():
 
     tree = flags_tree(make_catalog(), target_data="./unlabeled_images")
     assert tree["target_data"] == {"name": "unlabeled", "path": "./unlabeled_images"}
+
+
+def test_missing_target_folder_names_the_target_flag(tmp_path):
+    with pytest.raises(DataError, match="does not exist — pass --target-data PATH"):
+        zoo_datasets.unlabeled_dataset(DataSpec(name="unlabeled", path=str(tmp_path / "no")),
+                                       "train", None, 0)

@@ -282,8 +282,9 @@ class FolderDataset(ImageDataset):
                             f"training") from exc
 
 
-def _check_path(path: str | None) -> str:
-    hint = "pass --data PATH to an ImageFolder (one subfolder per class)"
+def _check_path(path: str | None,
+                hint: str = "pass --data PATH to an ImageFolder (one subfolder per class)"
+                ) -> str:
     if not path:
         raise DataError(f"no data folder given — {hint}")
     expanded = os.path.expanduser(str(path))

@@ -43,7 +43,7 @@ def build(spec, split: str, transform, seed: int) -> FolderDataset:
     if spec.params:
         raise DataError(f"unknown unlabeled dataset parameter '{next(iter(spec.params))}' "
                         "(unlabeled takes none: set target_data.path)")
-    root = _check_path(spec.path)
+    root = _check_path(spec.path, "pass --target-data PATH to a folder of images (any layout)")
     key = ("unlabeled", os.path.realpath(root), signature(root), spec.cache_images)
     index = memo(key, lambda: scan(root, spec.cache_images))
     positions = list(range(len(index.files))) if split == "train" else []
