@@ -101,7 +101,89 @@ def test_rung_budgets_spend_the_budget_and_grow_by_eta():
     assert max(rung_budgets(1, 2, 3, 3, 10.0)) <= 2  # never more than train.epochs
 
 
+def test_a_lone_survivor_is_not_trained_again_but_the_finalist_has_two_points():
+    from zoo_strategies.auto_halving import rung_alive
+
+    assert rung_alive(9, 3, 3) == [9, 3, 1]
+    assert rung_alive(3, 3, 3) == [3, 1]       # one left after rung 0: it is the final rung
+    assert rung_alive(1, 3, 3) == [1, 1]       # two points for the trend
+    assert rung_alive(10, 3, 3) == [10, 4, 2]  # rungs caps it
+    assert rung_alive(5, 3, 1) == [5]
+    b = rung_budgets(3, epochs=8, eta=3, rungs=3, budget=0.5)
+    assert len(b) == 2 and 3 * b[0] + b[1] == pytest.approx(4.0)
+
+
+def test_trial_epochs_are_exactly_the_budget():
+    from zoo_strategies.auto_trials import Candidate, Trials
+
+    paid = Candidate("finetune", None, "full", auto_job(), "target")
+    cheap = Candidate("linear-probe", None, "cheap", auto_job(), "target")
+    t = Trials.__new__(Trials)  # epochs_for reads nothing of the instance
+    assert t.epochs_for(paid, 1.8) == (2, pytest.approx(0.9))  # not 1 epoch: 2 of 90 %
+    assert t.epochs_for(paid, 0.3) == (1, pytest.approx(0.3))
+    assert t.epochs_for(paid, 2.0) == (2, 1.0)
+    assert t.epochs_for(cheap, 0.3) == (3, 1.0)  # as the run trains it (train.epochs 3)
+    assert t.epochs_for(cheap, 0.3, equal_budget=True) == (1, pytest.approx(0.3))
+
+
+def test_paid_candidates_are_kept_by_priority():
+    from zoo_strategies.auto_halving import by_priority
+    from zoo_strategies.auto_trials import Candidate
+
+    def c(name, cost, lr_from):
+        return Candidate(name, None, cost, None, "target", lr=0.1, lr_from=lr_from)
+
+    paid = [c("bitfit", "partial", "default"), c("finetune", "full", "default ÷ 3"),
+            c("finetune", "full", "default"), c("finetune", "full", "default × 3"),
+            c("lp-ft", "full", "default")]
+    order = by_priority(paid, {"lp-ft": True})
+    assert [(x.strategy, x.lr_from) for x in order] == [
+        ("finetune", "default"), ("finetune", "default × 3"), ("finetune", "default ÷ 3"),
+        ("lp-ft", "default"), ("bitfit", "default")]
+
+
+class _Rival:
+    """Trials stand-in: the rival's score at a budget (equal-budget runs)."""
+
+    def __init__(self, curve):
+        self.curve, self.calls = curve, []
+
+    def run(self, cand, budget, equal_budget=False):
+        from zoo_strategies.auto_halving import TrialResult
+
+        self.calls.append((cand.label, budget, equal_budget))
+        return TrialResult(cand.label, self.curve[budget], 1.0, 0.1, "")
+
+
+@pytest.mark.parametrize("paid_scores, rival_curve, full, wins", [
+    ((0.30, 0.60), {0.5: 0.77, 2.0: 0.81}, 0.90, "finetune"),  # closing fast: it will pass
+    ((0.10, 0.20), {0.5: 0.55, 2.0: 0.65}, 0.80, "linear-probe"),  # not closing
+    ((0.60, 0.70), {0.5: 0.60, 2.0: 0.70}, 0.70, "linear-probe"),  # level: a tie, measured
+    ((0.50, 0.95), {0.5: 0.90, 2.0: 0.90}, 0.90, "finetune"),  # already past it
+])
+def test_the_finalist_is_compared_at_equal_budgets_and_extrapolated(
+        paid_scores, rival_curve, full, wins):
+    from zoo_strategies.auto_halving import FULL, paid_or_measured
+    from zoo_strategies.auto_trials import Candidate
+
+    fin = Candidate("finetune", None, "full", None, "target",
+                    scores={0: (paid_scores[0], 1.0, 0), 1: (paid_scores[1], 1.0, 0)})
+    rival = Candidate("linear-probe", None, "cheap", None, "target",
+                      scores={FULL: (full, 0.5, 0)})
+    trials = _Rival(rival_curve)
+    winner, why = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, trials)
+    assert winner.strategy == wins
+    assert trials.calls == [("linear-probe", 0.5, True), ("linear-probe", 2.0, True)]
+    assert rival.scores[0][0] == rival_curve[0.5] and "equal budgets" in why
+    free = Candidate("knn", None, "free", None, "target", scores={FULL: (full, 0.5, 0)})
+    trials = _Rival(rival_curve)
+    paid_or_measured(fin, free, [0.5, 2.0], 8, 100, trials)
+    assert trials.calls == [] and free.scores[1] == free.scores[FULL]  # no training: same
+
+
 def test_successive_halving_keeps_the_top_third_per_rung():
+    from zoo_strategies.auto_halving import FULL
+
     m, groups = model()
     auto = Auto()
     auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
@@ -110,16 +192,18 @@ def test_successive_halving_keeps_the_top_third_per_rung():
                                          rungs=3, budget=10.0))
     cands = auto.last_trials
     assert len(cands) == 9  # 3 strategies × (lr ÷ 3, lr, lr × 3)
-    per_rung = [sum(1 for c in cands if r in c.scores) for r in range(3)]
-    assert per_rung == [9, 3, 1]
+    paid = [c for c in cands if c.cost == "full"]
+    per_rung = [sum(1 for c in paid if r in c.scores) for r in range(3)]
+    assert per_rung == [6, 2, 1]  # the paid ones halve among themselves
+    probes = [c for c in cands if c.strategy == "linear-probe"]
+    assert all(FULL in c.scores for c in probes)  # the cheap ones: trained as they run
     # the survivors of each rung are its best by val accuracy
-    r0 = sorted(cands, key=lambda c: -c.scores[0][0])
-    third = r0[2].scores[0][0]
-    assert all(c.scores[0][0] >= third for c in cands if 1 in c.scores)
-    winner = next(c for c in cands if 2 in c.scores)
-    assert plan.notes[0].startswith(f"auto chose '{winner.strategy}' at lr ")
+    r0 = sorted(paid, key=lambda c: -c.scores[0][0])
+    second = r0[1].scores[0][0]
+    assert all(c.scores[0][0] >= second for c in paid if 1 in c.scores)
     table = "\n".join(plan.notes)
     assert "successive halving" in table and "<- chosen" in table
+    assert "equal budgets" in plan.notes[0]  # the finalist against the best cheap one
     lrs = sorted({c.lr for c in cands if c.strategy == "finetune"})
     assert lrs == pytest.approx([1e-3, 3e-3, 9e-3])
     # the run gets the winner's LR on every phase that used the base LR
@@ -143,7 +227,7 @@ def test_discovers_a_third_party_candidate_and_skips_unmet_needs():
     # the training-free strategies join with their own heads (a model change, issue #15)
     assert {"ncm", "knn"} <= names and "ncm" not in auto.last_skipped
     assert {c.cost for c in auto.last_trials if c.strategy in ("ncm", "knn")} == {"free"}
-    assert all(list(c.scores) == ["once"] for c in auto.last_trials
+    assert all(set(c.scores.values()) == {c.scores["full"]} for c in auto.last_trials
                if c.strategy in ("ncm", "knn"))  # one evaluation, no rungs
     assert "zero-shot" in auto.last_skipped  # no text tower: still no candidate
 
@@ -265,15 +349,15 @@ def test_replace_head_keeps_the_head_group_true_and_tags_the_head():
 
 
 def test_budget_counts_each_trials_val_pass_and_prunes_what_it_cannot_afford():
-    from zoo_strategies.auto_halving import MIN_BUDGET, affordable
+    from zoo_strategies.auto_halving import MIN_BUDGET, MIN_FINAL, affordable, rung_alive
 
     # 18 paid candidates, val pass 0.2 epoch each, budget 0.4 × 5 epochs = 2 epochs
     n = affordable(18, epochs=5, eta=3, rungs=3, budget=0.4, val_cost=0.2)
     assert 1 <= n < 18
     b = rung_budgets(n, epochs=5, eta=3, rungs=3, budget=0.4, val_cost=0.2)
-    alive = [math.ceil(n / 3 ** r) for r in range(3)]
+    alive = rung_alive(n, 3, 3)
     spent = sum(a * (b[r] + 0.2) for r, a in enumerate(alive))
-    assert spent <= 0.4 * 5 + 1e-9 and b[0] >= MIN_BUDGET
+    assert spent <= 0.4 * 5 + 1e-9 and b[0] >= MIN_BUDGET and b[-1] >= MIN_FINAL * 5
     assert affordable(18, 5, 3, 3, 0.4, val_cost=0.0) > n  # val passes are what prune here
     assert affordable(18, 5, 3, 3, 10.0, val_cost=0.2) == 18  # a large budget: all of them
     assert affordable(0, 5, 3, 3, 0.4, 0.2) == 0

@@ -170,3 +170,13 @@ def test_no_progress_bar_thread_when_the_console_is_not_a_terminal():
 
     assert _progress(Console(file=io.StringIO())) is None  # a log file or a pipe
     assert isinstance(_progress(Console(file=io.StringIO(), force_terminal=True)), Progress)
+
+
+def test_a_probe_auto_chose_trains_on_cached_features(tmp_path):
+    """auto gives a probe's train split the val transform (no augmentation); the run then
+    caches features as ``--strategy linear-probe`` does (it ran the backbone every step)."""
+    summary = run_tiny(make_catalog(), tmp_path, data={"augment": "light"}, train={"epochs": 3},
+                       strategy={"name": "auto", "params": {"candidates": "linear-probe"}})
+    phase = summary["phases"][0]
+    assert phase["name"] == "probe"
+    assert "train" not in phase["backbone_passes"]  # cached: no per-epoch backbone pass

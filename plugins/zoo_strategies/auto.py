@@ -15,13 +15,14 @@ Procedure:
 
 1. **No source weights**: ``finetune`` (or the first full-cost candidate), no trials.
 2. **No val split**: ``lp-ft`` (Kumar et al. 2022), no trials — nothing to score them on.
-3. Otherwise **successive halving** (Jamieson & Talwalkar 2016; Li et al.'s Hyperband
-   rung): ``free`` candidates are evaluated once; the others train on copies of the model
-   for rung budgets ``b, b·eta, b·eta², ...`` (fractions of ``train.epochs``; below one
-   epoch, a random subset of the train split), and after each rung the top ``1/eta`` by val
-   accuracy go on.  ``b`` makes the whole halving cost about ``budget`` fine-tune runs
-   (cheap candidates train on cached features and are not counted).  The best val accuracy
-   of the last rung and the free candidates wins; within one val image, the lowest val loss.
+3. Otherwise: ``free`` and ``cheap`` candidates are scored once, trained as the run
+   will train them (cached features); the paid ones (``partial``/``full``) compete among
+   themselves by **successive halving** (Jamieson & Talwalkar 2016; one Hyperband
+   bracket) on copies of the model for rung budgets ``b, b·eta, ...`` epochs, the top
+   ``1/eta`` by val accuracy going on, as many as ``budget`` fine-tune runs afford
+   (:mod:`.auto_halving`).  The paid finalist is then compared with the best cheap/free
+   candidate **at equal budgets**, its gap to it extended in log-epochs to the run's
+   epochs (short trials under-rate slow learners); a tie goes to the measured one.
 
 Then ``auto`` plans the winner for the full run at its LR (a normal plan: the run folder is
 ordinary) and its notes hold the candidates × rungs table.  Every candidate is scored on the
@@ -52,6 +53,7 @@ class Auto(Strategy):
         self._extra: dict = {}
         self.last_trials: list = []     # the latest plan's candidates (tests, compare)
         self.last_skipped: dict = {}    # strategy -> why it is not a candidate
+        self.starts_frozen: dict = {}   # strategy -> its plan's first phase freezes the backbone
 
     def prepare(self, bundle=None, device=None, catalog=None, source_data=None,
                 target_data=None, **_ignored):
@@ -113,6 +115,7 @@ class Auto(Strategy):
                         job.head, name=change.head, params=dict(change.params)))
                 plan = plan_with_changes(obj, model, groups, sub, changes)
                 where = trains_on(plan, sub)
+                self.starts_frozen[name] = bool(plan.phases) and plan.phases[0].backbone_frozen()
             except ConfigError as exc:
                 skipped[name] = str(exc).splitlines()[0]
                 continue

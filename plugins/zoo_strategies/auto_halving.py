@@ -1,10 +1,12 @@
 """``auto``'s successive halving over (strategy, LR) candidates, and the table that says why.
 
-:func:`halve` expands the candidate strategies into (strategy, LR) pairs, evaluates the
-``free`` ones once, runs the others rung by rung on growing budgets
-(:func:`rung_budgets`), keeps the top ``1/eta`` after each rung, and
-returns the winner, the reason and the candidates × rungs table (plan notes).  Imports torch
-(through :mod:`.auto_trials`): imported only when ``auto`` runs trials.
+:func:`halve` expands the candidate strategies into (strategy, LR) pairs, scores the
+``free`` and ``cheap`` ones once as the run will train them, runs the paid ones rung by
+rung on growing budgets (:func:`rung_budgets`, :func:`affordable`, :func:`by_priority`),
+keeps the top ``1/eta`` after each rung, compares the paid finalist with the best measured
+one at equal budgets (:func:`paid_or_measured`), and returns the winner, the reason and the
+candidates × rungs table (plan notes).  Imports torch (through :mod:`.auto_trials`):
+imported only when ``auto`` runs trials.
 """
 from __future__ import annotations
 
@@ -65,66 +67,124 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
     log: list[str] = []
     cands = expand(found, trials, factor, lr_mode, log)
     auto.last_trials = cands
-    free = [c for c in cands if c.cost == "free"]
-    alive = [c for c in cands if c.cost != "free"]
-    finals: list[TrialResult] = []
-    for c in free:  # no gradient steps: one evaluation, no rungs
-        finals.append(_score(c, "once", trials.run(c, 1)))
     epochs = job.train.epochs
+    n_val = len(data["target"].val)
+    if any(c.trains_on == "source" for c in cands):
+        n_val = len(data["source"].val)
+    # free and cheap candidates: scored once, trained as the run will train them
+    measured = [_score(c, FULL, trials.run(c, epochs)) for c in cands if c.cost not in PAID]
+    # paid candidates: successive halving among themselves, at equal budgets
     val_cost = validation_cost(data, cands)
-    paid = [c for c in alive if c.cost in PAID]
+    paid = by_priority([c for c in cands if c.cost in PAID], auto.starts_frozen)
     kept = affordable(len(paid), epochs, eta, rungs, budget, val_cost)
-    if kept < len(paid):  # the val passes alone would overspend: the most likely ones stay
-        ranked = sorted(paid, key=lambda c: (c.lr_from not in (None, "default", "lr-find"),
-                                             c.cost != "full", paid.index(c)))
-        dropped = ranked[kept:]
-        alive = [c for c in alive if c not in dropped]
+    if kept < len(paid):  # the most likely ones stay; the rest are listed
         log.append(f"budget: {len(paid)} paid candidates, each trial's val pass costs "
-                   f"{val_cost:.2f} epoch(s); {kept} fit {budget:g} × {epochs} epochs — not "
-                   "tried: " + ", ".join(c.label for c in dropped))
-    budgets = rung_budgets(kept, epochs, eta, rungs, budget, val_cost)
-    last: list[TrialResult] = []
+                   f"{val_cost:.2f} epoch(s); {kept} fit {budget:g} × {epochs} epochs with "
+                   f"the finalist trained {MIN_FINAL:.0%} of the run or more — not tried: "
+                   + ", ".join(c.label for c in paid[kept:]))
+        paid = paid[:kept]
+    budgets = rung_budgets(len(paid), epochs, eta, rungs, budget, val_cost) if paid else []
+    alive, last = paid, []
     for r, b in enumerate(budgets):
-        if not alive:
-            break
         last = [_score(c, r, trials.run(c, b)) for c in alive]
-        if r == len(budgets) - 1 or len(alive) == 1:
+        if r == len(budgets) - 1:
             break
         keep = max(1, math.ceil(len(alive) / eta))
         order = sorted(range(len(alive)), key=lambda i: (-last[i].accuracy, last[i].loss, i))
         alive = [alive[i] for i in sorted(order[:keep])]
-    finals = last + finals
-    n_val = len(data["target"].val)
-    if any(c.trains_on == "source" for c in cands):
-        n_val = len(data["source"].val)
-    label, why = choose(finals, n_val)
-    winner = next(c for c in cands if c.label == label)
-    seconds = time.perf_counter() - started
-    table = _table(cands, budgets, epochs, eta, seconds, winner, finals)
+    by_label = {c.label: c for c in cands}
+    finalist = by_label[choose(last, n_val)[0]] if last else None
+    rival = by_label[choose(measured, n_val)[0]] if measured else None
+    if finalist is None or rival is None:
+        winner = finalist or rival
+        why = choose(last or measured, n_val)[1]
+    else:
+        winner, why = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials)
+    table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
     return winner, why, table + log
 
 
+FULL = "full"  # the score key of a candidate trained (or evaluated) as the run will
+
+
+def by_priority(paid: list[Candidate], starts_frozen: dict) -> list[Candidate]:
+    """Paid candidates, the ones the budget keeps first: full-cost strategies before partial
+    ones (the cached probe cannot stand in for them); among those, strategies whose plan
+    starts with the backbone frozen (lp-ft) last — their short trials mostly re-measure the
+    probe they start with, which is measured exactly already; then each strategy's default
+    (or range-test) LR, its larger LR (few epochs favour it), the smaller; ties keep the
+    catalog's order."""
+    def variant(c: Candidate) -> int:
+        text = c.lr_from or "default"
+        return 2 if "÷" in text else 1 if "×" in text else 0
+    return sorted(paid, key=lambda c: (c.cost != "full", bool(starts_frozen.get(c.strategy)),
+                                       variant(c), paid.index(c)))
+
+
+def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials):
+    """``(winner, why)``: the paid finalist, trained on a fraction of the run, against the
+    best free/cheap candidate, measured as it will run.
+
+    A short trial under-rates a candidate that learns slowly (the low-fidelity bias of
+    successive halving), so the two are compared at equal budgets: the rival is trained on
+    the finalist's first and last rung budgets too, and the finalist's gap to it is
+    extended in log-epochs to the run's ``epochs`` (learning curves are close to linear in
+    log-time before they saturate; Domhan et al. 2015 extrapolate them to stop trials
+    early).  The finalist wins when that prediction beats the rival's measured score by
+    more than one val image; a tie goes to the measured one."""
+    rungs = sorted(r for r in finalist.scores if r != FULL)
+    first, lastr = rungs[0], rungs[-1]
+    for r in (first, lastr):  # the rival on the same budgets (a free one: the same score)
+        if r not in rival.scores:
+            rival.scores[r] = (rival.scores[FULL] if rival.cost == "free" else
+                               _as_tuple(trials.run(rival, budgets[r], equal_budget=True)))
+    f1, fl = finalist.scores[first][0], finalist.scores[lastr][0]
+    r1, rl, measured = rival.scores[first][0], rival.scores[lastr][0], rival.scores[FULL][0]
+    b1, bl = budgets[first], budgets[lastr]
+    gap1, gapl = f1 - r1, fl - rl
+    if bl < epochs and bl > b1:
+        slope = (gapl - gap1) / math.log(bl / b1)
+        predicted = min(1.0, measured + gapl + slope * math.log(epochs / bl))
+    else:  # no trend to extend: the last score stands
+        slope, predicted = 0.0, fl
+    predicted = max(fl, predicted)
+    tol = 1.0 / max(1, n_val)
+    trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
+             f"{b1:.2g} epoch(s), {gapl:+.3f} at {bl:.2g}")
+    if predicted > measured + tol + 1e-9:
+        return finalist, (f"predicted val accuracy {predicted:.3f} at {epochs} epochs vs "
+                          f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)")
+    return rival, (f"val accuracy {measured:.3f} as it will run vs {finalist.label} "
+                   f"predicted {predicted:.3f} at {epochs} epochs ({trend}; extended in "
+                   "log-epochs; a tie goes to the measured one)")
+
+
+def _as_tuple(result: TrialResult) -> tuple:
+    return (result.accuracy, result.loss, result.seconds)
+
+
 def _score(cand: Candidate, rung, result: TrialResult) -> TrialResult:
-    cand.scores[rung] = (result.accuracy, result.loss, result.seconds)
+    cand.scores[rung] = _as_tuple(result)
     return result
 
 
-def _table(cands, budgets, epochs, eta, seconds, winner, finals) -> list[str]:
+def _table(cands, budgets, epochs, eta, seconds, winner) -> list[str]:
     """The candidates × rungs table, one note per line (val accuracy / val loss)."""
-    used = sorted({r for c in cands for r in c.scores if r != "once"})
+    used = sorted({r for c in cands for r in c.scores if r != FULL})
     heads = [f"rung {r} ({budgets[r] / epochs:.0%})" for r in used]
-    if any("once" in c.scores for c in cands):
-        heads.append("once")
+    if any(FULL in c.scores for c in cands):
+        heads.append("as it runs")
     width = max([len(c.label) for c in cands] + [9])
-    lines = [f"trials: successive halving, eta {eta}, budgets "
-             + ", ".join(f"{b:.2g}" for b in budgets[:len(used)] or budgets)
+    lines = [f"trials: successive halving of the paid candidates, eta {eta}, budgets "
+             + ", ".join(f"{b:.2g}" for b in budgets)
              + f" of {epochs} epoch(s) per candidate, {seconds:.1f}s; val accuracy "
-             f"(val loss), the top 1/{eta} of each rung go on",
+             f"(val loss), the top 1/{eta} of each rung go on; free and cheap candidates "
+             "trained as the run will train them",
              "  " + "candidate".ljust(width) + "  cost     lr from        "
              + "  ".join(h.ljust(15) for h in heads)]
     for c in cands:
         cells = []
-        for r in used + (["once"] if heads and heads[-1] == "once" else []):
+        for r in used + ([FULL] if heads and heads[-1] == "as it runs" else []):
             s = c.scores.get(r)
             cells.append((f"{s[0]:.3f} ({s[1]:.3f})" if s else "-").ljust(15))
         mark = "  <- chosen" if c is winner else ""
@@ -154,30 +214,46 @@ def choose(trials: list, n_val: int) -> tuple[str, str]:
     return winner.strategy, why
 
 
+def rung_alive(n_paid: int, eta: int, rungs: int) -> list[int]:
+    """Paid candidates alive at each rung: ``ceil(n / eta^r)``, ending at the first rung
+    with one left (a lone survivor is not trained again from scratch on a bigger budget),
+    but at least two rungs when ``rungs`` allows: the finalist's trend needs two points."""
+    alive = [max(1, n_paid)]
+    while len(alive) < rungs and (alive[-1] > 1 or len(alive) < 2):
+        alive.append(math.ceil(alive[0] / eta ** len(alive)))
+    return alive
+
+
 def rung_budgets(n_paid: int, epochs: int, eta: int, rungs: int, budget: float,
                  val_cost: float = 0.0) -> list[float]:
     """Per-candidate budgets (in epochs) of each rung: ``b·eta^r``, ``b`` such that the paid
-    candidates alive at each rung (``ceil(n / eta^r)``) cost ``budget × epochs`` in all,
+    candidates alive at each rung (:func:`rung_alive`) cost ``budget × epochs`` in all,
     their val passes (``val_cost`` epochs per trial) included; never more than ``epochs``
     per candidate, never under :data:`MIN_BUDGET`."""
-    alive = [math.ceil(max(1, n_paid) / eta ** r) for r in range(rungs)]
+    return [min(float(epochs), max(MIN_BUDGET, b))
+            for b in _raw_budgets(n_paid, epochs, eta, rungs, budget, val_cost)]
+
+
+def _raw_budgets(n_paid, epochs, eta, rungs, budget, val_cost) -> list[float]:
+    alive = rung_alive(n_paid, eta, rungs)
     weights = [n * eta ** r for r, n in enumerate(alive)]
     left = budget * epochs - val_cost * sum(alive)
-    b0 = max(MIN_BUDGET, left / max(1e-9, sum(weights)))
-    return [min(float(epochs), b0 * eta ** r) for r in range(rungs)]
+    b0 = left / max(1e-9, sum(weights))
+    return [b0 * eta ** r for r in range(len(alive))]
 
 
 MIN_BUDGET = 0.1  # epochs: the smallest rung-0 trial (below it a trial's score is noise)
+MIN_FINAL = 0.2  # of train.epochs: the least the finalist trains (its trend is read there)
 
 
 def affordable(n_paid: int, epochs: int, eta: int, rungs: int, budget: float,
                val_cost: float) -> int:
     """How many paid candidates the budget affords when every trial also pays its val
-    pass and rung 0 trains each for at least :data:`MIN_BUDGET` epochs (at least one)."""
+    pass, rung 0 trains each for at least :data:`MIN_BUDGET` epochs and the finalist for
+    at least :data:`MIN_FINAL` of the run (at least one candidate)."""
     for n in range(n_paid, 1, -1):
-        alive = [math.ceil(n / eta ** r) for r in range(rungs)]
-        need = sum(a * (MIN_BUDGET * eta ** r + val_cost) for r, a in enumerate(alive))
-        if need <= budget * epochs:
+        raw = _raw_budgets(n, epochs, eta, rungs, budget, val_cost)
+        if raw[0] >= MIN_BUDGET and min(float(epochs), raw[-1]) >= MIN_FINAL * epochs:
             return n
     return min(1, n_paid)
 

@@ -127,25 +127,30 @@ class Trials:
         c = self.caches[where]
         return c if c.fits_budget() else None
 
-    def epochs_for(self, cand: Candidate, budget: float) -> tuple[int, float]:
-        """``(epochs, fraction of the train split)`` for ``budget`` epochs of ``cand``."""
-        if cand.cost not in PAID:  # cached features: all of the run's epochs cost next to
-            return max(1, cand.job.train.epochs), 1.0  # nothing, and score it as it will run
-        if budget >= 1:
-            return max(1, math.floor(budget)), 1.0
-        return 1, budget
+    def epochs_for(self, cand: Candidate, budget: float,
+                   equal_budget: bool = False) -> tuple[int, float]:
+        """``(epochs, fraction of the train split)`` for ``budget`` epochs of ``cand``; a
+        free or cheap candidate trains all of the run's epochs (they cost next to nothing:
+        it is scored as it will run) unless ``equal_budget`` (compared with a paid one)."""
+        if cand.cost not in PAID and not equal_budget:
+            return max(1, cand.job.train.epochs), 1.0
+        # ceil(budget) epochs on a share of the train split: exactly ``budget`` epochs of
+        # images (1.8 is 2 epochs of 90%, not 1 epoch), each epoch a full schedule step
+        epochs = max(1, math.ceil(budget - 1e-9))
+        return epochs, min(1.0, budget / epochs)
 
-    def run(self, cand: Candidate, budget: float) -> TrialResult:
+    def run(self, cand: Candidate, budget: float, equal_budget: bool = False) -> TrialResult:
         """Train a copy of the model with ``cand``'s plan on ``budget`` epochs; score on val."""
         t0 = time.perf_counter()
-        epochs, fraction = self.epochs_for(cand, budget)
+        epochs, fraction = self.epochs_for(cand, budget, equal_budget)
         job = trial_job(cand.job, epochs)
         b = self.data[cand.trains_on]
-        train = b.train
+        train, subset = b.train, None
         if fraction < 1.0:  # below one epoch: a random subset (never fewer than a batch)
             g = torch.Generator().manual_seed(self.job.seed + 7)
             keep = max(self._bs(train), int(round(fraction * len(train))))
-            train = _Subset(train, torch.randperm(len(train), generator=g)[:keep].tolist())
+            subset = torch.randperm(len(train), generator=g)[:keep].tolist()
+            train = _Subset(train, subset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model).to(self.device)
@@ -164,8 +169,11 @@ class Trials:
                         or not frozen_so_far[id(phase)]
                         or any(getattr(t, "needs_features", True) for t in phase.loss_terms)):
                     return None
-                return {"train": cache.loader("train", True, self._bs(train)),
-                        "val": cache.loader("val", False, self._bs(b.val))}
+                features = cache.loader("train", True, self._bs(train))
+                if subset is not None:  # the same images as the subset above (equal budgets)
+                    features = make_loader(_Subset(features.dataset, subset), self._bs(train),
+                                           True, self.job.seed, 0, "cpu")
+                return {"train": features, "val": cache.loader("val", False, self._bs(b.val))}
 
             loaders = {"train": make_loader(train, self._bs(train), True, self.job.seed,
                                             self.workers, self.device.type),

@@ -254,7 +254,9 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     # frozen-backbone phases on deterministic inputs train on cached features
     cache = FeatureCache(model.backbone, {s: loaders[s] for s in ("train", "val", "test")},
                          device, job)
-    deterministic_train = job.data.augment == "none"
+    # no augmentation: by the job, or because the plan gave train the val transform (auto
+    # choosing a probe does; a plan cannot change job.data)
+    deterministic_train = job.data.augment == "none" or _same_transform(bundle.train, bundle.val)
 
     def feature_loaders(phase):
         if (job.train.feature_cache == "off" or not phase.backbone_frozen()
@@ -383,3 +385,9 @@ def _progress(console):
                     TextColumn("loss {task.fields[loss]}"),
                     TextColumn("{task.fields[ips]} img/s"), TimeRemainingColumn(),
                     console=console, transient=True)
+
+
+def _same_transform(train, val) -> bool:
+    transform = getattr(train, "transform", None)
+    return transform is not None and transform is getattr(val, "transform", None)
+
