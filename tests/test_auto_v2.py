@@ -361,3 +361,20 @@ def test_budget_counts_each_trials_val_pass_and_prunes_what_it_cannot_afford():
     assert affordable(18, 5, 3, 3, 0.4, val_cost=0.0) > n  # val passes are what prune here
     assert affordable(18, 5, 3, 3, 10.0, val_cost=0.2) == 18  # a large budget: all of them
     assert affordable(0, 5, 3, 3, 0.4, 0.2) == 0
+
+
+def test_a_rung_tie_between_lr_variants_goes_to_the_larger_lr():
+    from zoo_strategies.auto_halving import TrialResult, rank_rung
+    from zoo_strategies.auto_trials import Candidate
+
+    def c(name, lr):
+        return Candidate(name, None, "full", None, "target", lr=lr)
+
+    alive = [c("finetune", 0.003), c("finetune", 0.009), c("bitfit", 0.01), c("finetune", 0.001)]
+    res = [TrialResult("a", 0.20, 2.38, 0, ""), TrialResult("b", 0.20, 2.45, 0, ""),
+           TrialResult("c", 0.20, 2.00, 0, ""), TrialResult("d", 0.30, 2.60, 0, "")]
+    # 0.30 first (more right); then the tie at 0.20: bitfit by its lower loss, and of the
+    # finetune pair the larger LR although its loss is higher (short-horizon bias)
+    assert rank_rung(alive, res, 100) == [3, 2, 1, 0]
+    res[1] = TrialResult("b", 0.19, 2.45, 0, "")  # one val image fewer: no tie any more
+    assert rank_rung(alive, res, 100) == [3, 2, 0, 1]

@@ -90,10 +90,10 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
         if r == len(budgets) - 1:
             break
         keep = max(1, math.ceil(len(alive) / eta))
-        order = sorted(range(len(alive)), key=lambda i: (-last[i].accuracy, last[i].loss, i))
+        order = rank_rung(alive, last, n_val)
         alive = [alive[i] for i in sorted(order[:keep])]
     by_label = {c.label: c for c in cands}
-    finalist = by_label[choose(last, n_val)[0]] if last else None
+    finalist = alive[rank_rung(alive, last, n_val)[0]] if last else None
     rival = by_label[choose(measured, n_val)[0]] if measured else None
     if finalist is None or rival is None:
         winner = finalist or rival
@@ -102,6 +102,22 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
         winner, why = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials)
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
     return winner, why, table + log
+
+
+def rank_rung(alive: list[Candidate], results: list[TrialResult], n_val: int) -> list[int]:
+    """Indices of a rung's candidates, best first: more val images right, then the lower val
+    loss — except between LR variants of one strategy with the same number right, where the
+    larger LR goes first: a short trial favours small steps (the short-horizon bias, Wu et
+    al., ICLR 2018) and a larger LR's early loss is the higher one."""
+    right = [round(r.accuracy * max(1, n_val)) for r in results]
+    order = sorted(range(len(alive)), key=lambda i: (-right[i], results[i].loss, i))
+    for a in range(len(order)):
+        for b in range(a + 1, len(order)):
+            i, j = order[a], order[b]
+            if (right[i] == right[j] and alive[i].strategy == alive[j].strategy
+                    and (alive[j].lr or 0) > (alive[i].lr or 0)):
+                order[a], order[b] = j, i
+    return order
 
 
 FULL = "full"  # the score key of a candidate trained (or evaluated) as the run will
