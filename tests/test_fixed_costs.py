@@ -52,59 +52,6 @@ def test_metrics_are_built_at_first_use_once():
     assert list(other) == [] and len(scalar) == 2 and plugin.calls == 1  # built once
 
 
-def test_metrics_prefetch_builds_in_a_thread_and_errors_reach_the_caller():
-    import threading
-
-    from zoo.engine.build import build_metrics
-
-    class Where(CountingMetrics):
-        def __init__(self, fail=False):
-            super().__init__()
-            self.fail, self.threads = fail, []
-
-        @hookimpl
-        def register_metrics(self, register):
-            def factory(num_classes):
-                from torchmetrics.classification import MulticlassAccuracy
-
-                self.threads.append(threading.current_thread().name)
-                if self.fail:
-                    raise RuntimeError("factory bug")
-                return MulticlassAccuracy(num_classes=num_classes)
-
-            register("where", factory, mode="max", description="records its thread")
-
-    plugin = Where()
-    catalog = make_catalog(plugin)
-    scalar, _ = build_metrics(catalog, _job(catalog, metrics=["where"]), 3, torch.device("cpu"))
-    scalar.prefetch()
-    scalar.prefetch()  # at most one build
-    assert "where" in set(scalar)  # waits for the thread, uses what it built
-    assert plugin.threads == ["zoo-metrics-prefetch"]
-    scalar.prefetch()  # built already: nothing starts
-    assert plugin.threads == ["zoo-metrics-prefetch"]
-    broken = Where(fail=True)
-    catalog = make_catalog(broken)
-    scalar, _ = build_metrics(catalog, _job(catalog, metrics=["where"]), 3, torch.device("cpu"))
-    scalar.prefetch()
-    with pytest.raises(RuntimeError, match="factory bug"):  # on the caller's thread
-        list(scalar)
-
-
-def test_the_loop_starts_the_prefetch_after_its_first_step(tmp_path):
-    from zoo.engine import build
-
-    started = []
-    real = build._MetricBuilder.prefetch
-    build._MetricBuilder.prefetch = lambda self: (started.append(True), real(self))[1]
-    try:
-        summary = run_tiny(make_catalog(), tmp_path, train={"epochs": 2})
-    finally:
-        build._MetricBuilder.prefetch = real
-    assert started and summary["status"] == "completed"
-    assert summary["test"]["accuracy"] >= 0
-
-
 def test_monitor_that_cannot_apply_is_refused_before_anything_is_built():
     from zoo.engine.build import build_metrics
 

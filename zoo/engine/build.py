@@ -2,7 +2,6 @@
 strategy's plan and the metrics."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,50 +77,20 @@ def _monitor_error(job, num_classes: int) -> ConfigError:
 
 
 class _MetricBuilder:
-    """Builds every metric of a job once, when one of its :class:`MetricSet` is first read
-    (or in the background from :meth:`prefetch`; the first read then waits for it)."""
+    """Builds every metric of a job once, when one of its :class:`MetricSet` is first read."""
 
     def __init__(self, comps: dict, job, num_classes: int, device):
         self.comps, self.job, self.num_classes, self.device = comps, job, num_classes, device
         self.built: tuple[dict, dict] | None = None
-        self._thread: threading.Thread | None = None
-        self._outcome: tuple | BaseException | None = None
-
-    def prefetch(self) -> None:
-        """Start building in a daemon thread (at most once): the factories' imports overlap
-        training.  Only once the DataLoader workers are forked — a fork while another
-        thread holds an import lock can hang the child."""
-        if self.built is not None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._build_in_thread, daemon=True,
-                                        name="zoo-metrics-prefetch")
-        self._thread.start()
-
-    def _build_in_thread(self) -> None:
-        try:
-            self._outcome = self._build()
-        except BaseException as exc:  # re-raised by get() on the caller's thread
-            self._outcome = exc
-
-    def _build(self) -> tuple[dict, dict]:
-        found: tuple[dict, dict] = ({}, {})
-        for name, comp in self.comps.items():
-            metric = comp.obj(self.num_classes)
-            if metric is not None:
-                found[0 if comp.options.get("scalar", True) else 1][name] = \
-                    metric.to(self.device)
-        return found
 
     def get(self, scalar: bool) -> dict:
         if self.built is None:
-            if self._thread is not None:
-                self._thread.join()
-                outcome, self._thread = self._outcome, None
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                found = outcome
-            else:
-                found = self._build()
+            found: tuple[dict, dict] = ({}, {})
+            for name, comp in self.comps.items():
+                metric = comp.obj(self.num_classes)
+                if metric is not None:
+                    found[0 if comp.options.get("scalar", True) else 1][name] = \
+                        metric.to(self.device)
             if self.job.monitor.metric != "loss" and self.job.monitor.metric not in found[0]:
                 raise _monitor_error(self.job, self.num_classes)
             self.built = found
@@ -145,7 +114,3 @@ class MetricSet(Mapping):
 
     def __len__(self) -> int:
         return len(self._metrics())
-
-    def prefetch(self) -> None:
-        """Build the job's metrics in the background from now on (see the builder)."""
-        self._builder.prefetch()

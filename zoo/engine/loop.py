@@ -231,10 +231,6 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                         "--set train.on_nan=skip; the last good checkpoint is kept")
                 rt.backward_and_step(loss, optimizer)
                 n_steps += 1
-                if n_steps == 1 and hasattr(metrics, "prefetch"):
-                    # the loaders' workers are forked now: the metrics (torchmetrics' import,
-                    # ≈1.4 s) build in the background, ready for the first validation pass
-                    metrics.prefetch()
                 running += loss_value * targets.numel()
                 seen += targets.numel()
                 if progress is not None:
