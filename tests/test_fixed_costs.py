@@ -180,3 +180,22 @@ def test_a_probe_auto_chose_trains_on_cached_features(tmp_path):
     phase = summary["phases"][0]
     assert phase["name"] == "probe"
     assert "train" not in phase["backbone_passes"]  # cached: no per-epoch backbone pass
+
+
+def test_checkpoint_pacing_spends_at_most_two_percent_of_an_epoch(monkeypatch):
+    from zoo.engine import state as st
+
+    clock = [100.0]
+    monkeypatch.setattr(st.time, "perf_counter", lambda: clock[0])
+    pacer = st.CheckpointPacer(max_gap=5.0)
+
+    def write(_state):
+        clock[0] += 0.11  # a 0.11 s checkpoint
+
+    pacer.save(write, None)
+    assert pacer.cost == pytest.approx(0.11)
+    clock[0] += 3.5  # a 3.5 s epoch later: 3 % of it — held, not written
+    assert not pacer.due(3.5)
+    assert pacer.due(6.0)  # under 2 % of a 6 s epoch: written every epoch
+    clock[0] += 1.6  # 5 s since the last write: written whatever it costs
+    assert pacer.due(3.5)
