@@ -135,6 +135,16 @@ def test_lp_ft_probe_then_all_at_lower_lr():
     assert [p.epochs for p in one.phases] == [1, 1] and any("= 2" in n for n in one.notes)
 
 
+def test_lp_ft_probes_at_the_linear_probe_lr_not_the_jobs():
+    model, groups = resnet()
+    for lr in (1e-3, 1e-2):  # the job's LR is a fine-tuning LR: the probe does not scale
+        job = tiny_job(strategy={"name": "lp-ft"}, train={"epochs": 3, "lr": lr})
+        probe, ft = CLASSES["lp-ft"]().plan(model, groups, job).phases
+        assert probe.lr == pytest.approx(0.01) and ft.lr == pytest.approx(lr * 0.1)
+    probe, _ = CLASSES["lp-ft"]().plan(model, groups, job_for("lp-ft", probe_lr=0.05)).phases
+    assert probe.lr == pytest.approx(0.05)
+
+
 def test_gradual_unfreeze_schedule():
     model, groups = resnet()
     body = [g.name for g in groups if g.name != "head"]

@@ -43,9 +43,10 @@ JOB_DEFAULTS: dict[str, dict] = {
     # auto: 0.1 with source weights, 1.0 without
     "finetune": {"strategy": {"params": {"backbone_lr_mult": "auto"}}},
     "linear-probe": {"data": {"augment": "none"}, "train": {"lr": 0.01, "weight_decay": 0.0}},
-    # probe_epochs auto: 40% of train.epochs; probe at lr×10, then all at lr×0.1
-    "lp-ft": {"strategy": {"params": {"probe_epochs": "auto", "probe_lr_mult": 10.0,
-                                      "ft_lr_mult": 0.1}}},
+    # probe_epochs auto: 40% of train.epochs; probe at 0.01 (linear-probe's LR; or lr ×
+    # probe_lr_mult when set), then all at lr×0.1
+    "lp-ft": {"strategy": {"params": {"probe_epochs": "auto", "probe_lr": 0.01,
+                                      "probe_lr_mult": "none", "ft_lr_mult": 0.1}}},
     # one more layer group (from the top) per stage
     "gradual-unfreeze": {"strategy": {"params": {"epochs_per_stage": 1,
                                                  "backbone_lr_mult": "auto"}}},

@@ -13,10 +13,14 @@ from .base import Strategy, auto_candidate, backbone_groups, backbone_lr_mult
 
 
 class LpFt(Strategy):
-    """Linear probe (backbone frozen), then fine-tune everything at ``lr × ft_lr_mult`` (Kumar et al. 2022)."""
+    """Linear probe (backbone frozen) at ``probe_lr``, then fine-tune everything at ``lr × ft_lr_mult`` (Kumar et al. 2022)."""
 
     name = "lp-ft"
-    defaults = {"probe_epochs": "auto", "probe_lr_mult": 10.0, "ft_lr_mult": 0.1}
+    # the probe phase trains what `linear-probe` trains and takes its LR (0.01), not the
+    # job's: the job's LR is a fine-tuning LR, and ×10 of it (the old default) made a 0.1
+    # probe that diverged at lr 1e-2 (digits-large: lp-ft 76.6 % test, 90.3 % at 0.01)
+    defaults = {"probe_epochs": "auto", "probe_lr": 0.01, "probe_lr_mult": "none",
+                "ft_lr_mult": 0.1}
 
     @property
     def auto(self):  # one of auto's candidates (its fine-tune phase trains every layer)
@@ -42,15 +46,18 @@ class LpFt(Strategy):
         if probe + ft != total:
             notes.append(f"lp-ft trains {probe} probe + {ft} fine-tune epochs = {probe + ft} "
                          f"(train.epochs is {total}; each phase needs at least one)")
-        probe_mult = self.number(p, "probe_lr_mult", float, 0.0)
         ft_mult = self.number(p, "ft_lr_mult", float, 0.0)
         base = job.train.lr
+        if p["probe_lr_mult"] in (None, "none", ""):
+            probe_lr = self.number(p, "probe_lr", float, 0.0)
+        else:  # relative to the job's LR, when asked for
+            probe_lr = base * self.number(p, "probe_lr_mult", float, 0.0)
         probe_phase = Phase("probe", probe, all_groups(groups, trainable=False),
-                            bn="freeze-all", lr=base * probe_mult)
+                            bn="freeze-all", lr=probe_lr)
         ft_settings = {g.name: GroupSetting(True, 1.0) for g in groups}
         ft_phase = Phase("finetune", ft, ft_settings, bn=resolve_bn(job, "train"),
                          lr=base * ft_mult)
-        notes.append(f"probe: head only at lr {base * probe_mult:g} (backbone and its "
+        notes.append(f"probe: head only at lr {probe_lr:g} (backbone and its "
                      f"BatchNorm frozen); finetune: every group at lr {base * ft_mult:g}")
         return StrategyPlan(self.name, [probe_phase, ft_phase], notes)
 
