@@ -147,6 +147,10 @@ class WiseFt(Strategy):
         require_text_head(model.head, job.head.name)
         templates = load_templates(p["templates"])
         kept: dict = {}
+        # the model as planned: source weights (plan() runs before a resume loads its
+        # checkpoint), so a run resumed after the zero-shot phase can rebuild θ₀ — the
+        # source towers plus the text head, both deterministic; dropped once θ₀ is kept
+        source = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
         def zero_shot(ctx) -> None:
             from zoo.engine.text_head import init_head_from_text  # lazy: torch
@@ -155,11 +159,15 @@ class WiseFt(Strategy):
                                 log=ctx.log)
             kept.update({k: v.detach().to("cpu", copy=True)
                          for k, v in ctx.model.state_dict().items()})
+            source.clear()
 
         def ensemble(ctx) -> None:
-            if not kept:
-                raise ConfigError("strategy 'wise-ft': the zero-shot weights of this run are "
-                                  "gone (a resumed run does not keep them) — rerun it whole")
+            if not kept:  # resumed after the zero-shot phase: θ₀ again, from the source
+                tuned = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+                ctx.model.load_state_dict(source)
+                zero_shot(ctx)
+                ctx.model.load_state_dict(tuned)
+                ctx.log("wise-ft: zero-shot weights rebuilt from the source weights (resumed)")
             state = ctx.model.state_dict()
             mixed = {k: (((1 - alpha) * kept[k].to(v) + alpha * v)
                          if v.is_floating_point() else v) for k, v in state.items()}

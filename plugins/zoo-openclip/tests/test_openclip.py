@@ -312,6 +312,40 @@ def test_wise_ft_ends_at_the_zero_shot_or_the_fine_tuned_weights(env, alpha):
     assert head_is_zero_shot == body_is_pretrained == (alpha == 0.0)
 
 
+def test_wise_ft_resumed_after_its_zero_shot_phase_rebuilds_the_zero_shot_weights(
+        env, monkeypatch):
+    """Interrupted in its fine-tune phase, then resumed: θ₀ is no longer in memory and is
+    rebuilt from the source weights — alpha 0 still ends exactly at the zero-shot model."""
+    from zoo.engine.pipeline import run
+    from zoo.engine.prompts import load_templates
+    from zoo.errors import RunInterrupted
+    from zoo.kit.testing.components import complete_job, tiny_job
+    from zoo.runs.reuse import load_run
+    from zoo.testing import make_catalog
+
+    _fill_hf_cache(env, _reference_state())
+    catalog = make_catalog(zoo_openclip)
+    job = complete_job(tiny_job(
+        out=str(env / "runs"), name="wise", model=f"openclip:{ARCH}.{TAG}",
+        weights="pretrained", head={"name": "linear", "params": {"normalize": True}},
+        strategy={"name": "wise-ft", "params": {"alpha": 0.0, "templates": "simple"}},
+        data={"params": {"classes": 3, "per_class": 8}},
+        train={"epochs": 2, "batch_size": 8, "lr": 1e-2}), catalog)
+    monkeypatch.setenv("ZOO_FAULT", "interrupt_after_epoch:2")  # zero-shot + 1 fine-tune
+    with pytest.raises(RunInterrupted):
+        run(job, catalog, quiet=True)
+    monkeypatch.delenv("ZOO_FAULT")
+    run_dir = env / "runs" / "wise"
+    summary = run(job, catalog, quiet=True, resume=str(run_dir))
+    assert summary["status"] == "completed"
+    loaded = load_run(summary["run_dir"], catalog)
+    rows, scale = _expected_rows(loaded.classes, load_templates("simple"))
+    assert torch.allclose(loaded.model.head.linear.weight / scale, rows, atol=1e-5)
+    body = loaded.model.backbone.body.state_dict()
+    assert all(torch.equal(body[k[len("visual."):]], v)
+               for k, v in _reference_state().items() if k.startswith("visual."))
+
+
 def test_lp_ft_from_the_text_head_runs_end_to_end(env):
     """--set head.init=text: lp-ft starts from the zero-shot head (WiSE-FT's init).  At
     learning rate 0 nothing moves, so the saved head is exactly the text head."""
