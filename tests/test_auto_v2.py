@@ -378,3 +378,21 @@ def test_a_rung_tie_between_lr_variants_goes_to_the_larger_lr():
     assert rank_rung(alive, res, 100) == [3, 2, 1, 0]
     res[1] = TrialResult("b", 0.19, 2.45, 0, "")  # one val image fewer: no tie any more
     assert rank_rung(alive, res, 100) == [3, 2, 0, 1]
+
+
+@pytest.mark.parametrize("params", [
+    {"candidates": "finetune,lp-ft", "rungs": 1},          # paid only, one rung: no trend
+    {"candidates": "linear-probe,knn"},                     # nothing paid: the best measured
+    {"candidates": "finetune,linear-probe", "budget": 0.0},  # no budget: one paid, 0.1 epoch
+    {"candidates": "finetune,linear-probe", "rungs": 1, "eta": 2},
+])
+def test_auto_edge_settings_still_choose_and_explain(params):
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(**params))
+    chosen = plan.notes[0].split("'")[1]
+    assert chosen in params["candidates"].split(",")
+    assert any(n.startswith("trials:") for n in plan.notes)
+    paid = [c for c in auto.last_trials if c.cost in ("partial", "full") and c.scores]
+    assert all(all(isinstance(r, int) for r in c.scores) for c in paid)
