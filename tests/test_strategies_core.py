@@ -217,7 +217,8 @@ def test_lr_per_group_per_epoch_as_planned(tmp_path, source_weights, strategy, s
         flags=deep_merge(TINY, {"strategy": {"name": strategy}})).train.lr
     if strategy == "lp-ft":
         probe, ft = plan["phases"]
-        assert probe["base_lr"] == pytest.approx(lr * 10) and ft["base_lr"] == pytest.approx(
+        # the probe at linear-probe's LR (probe_lr 0.01), the fine-tune at the job's × 0.1
+        assert probe["base_lr"] == pytest.approx(0.01) and ft["base_lr"] == pytest.approx(
             lr * 0.1)
         assert [g["lr"] for g in ft["groups"]] == pytest.approx([lr * 0.1] * len(ft["groups"]))
         assert [g["name"] for g in probe["groups"] if g["trainable"]] == ["head"]
