@@ -77,6 +77,7 @@ class Auto(Strategy):
         from .head_change import head_change, plan_with_changes  # lazy: imports torch
 
         catalog = self._catalog()
+        self.starts_frozen = {}
         available = {s for s, keys in STREAM_SOURCES.items()
                      if any(self._extra.get(k) is not None for k in keys)}
         explicit = names is not None

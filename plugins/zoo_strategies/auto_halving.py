@@ -92,12 +92,18 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
         keep = max(1, math.ceil(len(alive) / eta))
         order = rank_rung(alive, last, n_val)
         alive = [alive[i] for i in sorted(order[:keep])]
-    by_label = {c.label: c for c in cands}
-    finalist = alive[rank_rung(alive, last, n_val)[0]] if last else None
-    rival = by_label[choose(measured, n_val)[0]] if measured else None
-    if finalist is None or rival is None:
-        winner = finalist or rival
-        why = choose(last or measured, n_val)[1]
+    best = rank_rung(alive, last, n_val)[0] if last else None
+    finalist = alive[best] if last else None
+    rival = None
+    if measured:
+        label, rival_why = choose(measured, n_val)
+        rival = next(c for c in cands if c.label == label)
+    if rival is None:  # nothing measured: the best of the last rung
+        winner, why = finalist, (f"val accuracy {last[best].accuracy:.3f} after "
+                                 f"{budgets[-1]:.2g} of {epochs} epoch(s), the best of the "
+                                 f"{len(last)} candidate(s) of the last rung")
+    elif finalist is None:  # nothing paid
+        winner, why = rival, rival_why
     else:
         winner, why = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials)
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
@@ -158,11 +164,10 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials):
     r1, rl, measured = rival.scores[first][0], rival.scores[lastr][0], rival.scores[FULL][0]
     b1, bl = budgets[first], budgets[lastr]
     gap1, gapl = f1 - r1, fl - rl
-    if bl < epochs and bl > b1:
+    predicted = fl  # no trend to extend (one rung, or trained to the end): it stands
+    if b1 < bl < epochs:
         slope = (gapl - gap1) / math.log(bl / b1)
         predicted = min(1.0, measured + gapl + slope * math.log(epochs / bl))
-    else:  # no trend to extend: the last score stands
-        slope, predicted = 0.0, fl
     predicted = max(fl, predicted)
     tol = 1.0 / max(1, n_val)
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
