@@ -23,6 +23,7 @@ six-photo crops, 64 px), ``invert`` (shift:digits, inverted, severity 5: a shift
         [--strategies linear-probe,finetune,lp-ft] [--lrs 3e-3,1e-2] [--seeds 3] \\
         [--json rows.json]
     python benchmarks/auto_bar.py --table-from rows.json     # the table again, no run
+    python benchmarks/auto_bar.py --fixed-from rows.json --json new.json  # auto only, again
 """
 from __future__ import annotations
 
@@ -126,17 +127,26 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="write every row here as it comes")
     ap.add_argument("--table-from", default=None, help="print the tables of a --json file")
+    ap.add_argument("--fixed-from", default=None,
+                    help="take the fixed strategies' rows from a --json file of an earlier run "
+                         "and run auto only (re-measure auto after a change to auto)")
     args = ap.parse_args(argv)
     if args.table_from:
         rows = json.load(open(args.table_from))
     else:
         rows = []
         lrs = [float(x) for x in args.lrs.split(",") if x]
+        tasks = args.tasks.split(",")
+        if args.fixed_from:  # the fixed runs do not depend on auto's code: reuse them
+            rows = [r for r in json.load(open(args.fixed_from))
+                    if r["strategy"] != "auto" and r["task"] in tasks
+                    and r["seed"] < args.seeds]
         with tempfile.TemporaryDirectory() as out:
-            for task in args.tasks.split(","):
+            for task in tasks:
                 if task not in TASKS:
                     raise SystemExit(f"unknown task {task!r}: one of {', '.join(TASKS)}")
-                jobs = [(s, lr) for s in args.strategies.split(",") for lr in lrs]
+                jobs = [] if args.fixed_from else [
+                    (s, lr) for s in args.strategies.split(",") for lr in lrs]
                 jobs.append(("auto", None))
                 for seed in range(args.seeds):
                     for strategy, lr in jobs:

@@ -396,3 +396,74 @@ def test_auto_edge_settings_still_choose_and_explain(params):
     assert any(n.startswith("trials:") for n in plan.notes)
     paid = [c for c in auto.last_trials if c.cost in ("partial", "full") and c.scores]
     assert all(all(isinstance(r, int) for r in c.scores) for c in paid)
+
+
+def _weights(m) -> dict:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_the_paid_winner_starts_from_its_trial_weights(reuse):
+    m, groups = model()
+    source = _weights(m)
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="finetune", rungs=2, reuse_trial=reuse))
+    assert plan.notes[0].startswith("auto chose 'finetune'")
+    changed = [k for k, v in m.state_dict().items() if not torch.equal(v, source[k])]
+    if reuse:  # the last rung's trial trained every layer: the run starts from there
+        assert "starts from its trial's weights" in plan.notes[1]
+        assert any(k.startswith("backbone.") for k in changed)
+        assert any(k.startswith("head.") for k in changed)
+    else:
+        assert changed == [] and "trial's weights" not in "\n".join(plan.notes)
+    assert all(c.trained is None for c in auto.last_trials)  # no weights held on to
+
+
+def test_a_cheap_winner_or_a_winner_with_model_changes_keeps_the_source_weights():
+    from types import SimpleNamespace
+
+    from zoo_strategies.auto import _reuse_trial
+
+    m, _ = model()
+    source = _weights(m)
+    trained = {k: v + 1 if v.is_floating_point() else v for k, v in source.items()}
+    plan = SimpleNamespace(model_changes=[])
+
+    def winner(cost, weights):
+        return SimpleNamespace(cost=cost, trained=weights, label="x @ 0.1", trained_for="1")
+
+    assert _reuse_trial(winner("cheap", trained), ("x", 0, 0, 0, 0, []), plan, m, True) is None
+    note = _reuse_trial(winner("full", trained), ("x", 0, 0, 0, 0, ["head"]), plan, m, True)
+    assert note.startswith("starts from the source weights")
+    note = _reuse_trial(winner("full", {"nope": torch.zeros(1)}), ("x", 0, 0, 0, 0, []),
+                        plan, m, True)
+    assert note.startswith("starts from the source weights") and "do not fit" in note
+    assert all(torch.equal(v, source[k]) for k, v in m.state_dict().items())
+    assert _reuse_trial(winner("full", trained), ("x", 0, 0, 0, 0, []), plan, m, True)
+    assert all(torch.equal(v, trained[k]) for k, v in m.state_dict().items())
+
+
+def test_reuse_trial_must_be_a_flag():
+    from zoo.errors import ConfigError
+
+    m, groups = model()
+    auto = Auto()
+    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    with pytest.raises(ConfigError, match="reuse_trial.*true or false"):
+        auto.plan(m, groups, auto_job(candidates="finetune", reuse_trial="maybe"))
+
+
+def test_trial_weights_that_half_fit_leave_the_model_untouched():
+    from types import SimpleNamespace
+
+    from zoo_strategies.auto import _reuse_trial
+
+    m, _ = model()
+    source = _weights(m)
+    half = {k: v + 1 if v.is_floating_point() else v for k, v in source.items()}
+    half.pop(sorted(half)[-1])  # one key missing: load_state_dict would copy the rest
+    w = SimpleNamespace(cost="full", trained=half, label="x", trained_for="1")
+    note = _reuse_trial(w, ("x", 0, 0, 0, 0, []), SimpleNamespace(model_changes=[]), m, True)
+    assert "do not fit" in note
+    assert all(torch.equal(v, source[k]) for k, v in m.state_dict().items())

@@ -55,6 +55,18 @@ class Strategy:
         return getattr(model.backbone, "source_classifier", None)
 
     # -- helpers for parameter values (``--set`` gives ints, floats or strings) ---------------
+    def flag(self, p: dict, key: str) -> bool:
+        """``p[key]`` as a bool (true/false, yes/no, on/off, 1/0), else a ConfigError."""
+        value = p[key]
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"strategy '{self.name}': parameter '{key}' must be true or false, "
+                          f"got {value!r}")
+
     def number(self, p: dict, key: str, kind=float, low=None, high=None):
         """``p[key]`` as ``kind`` within ``[low, high]``, else a ConfigError naming the key."""
         value = p[key]

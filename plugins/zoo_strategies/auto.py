@@ -25,7 +25,8 @@ Procedure:
    epochs (short trials under-rate slow learners); a tie goes to the measured one.
 
 Then ``auto`` plans the winner for the full run at its LR (a normal plan: the run folder is
-ordinary) and its notes hold the candidates × rungs table.  Every candidate is scored on the
+ordinary) and its notes hold the candidates × rungs table.  A paid winner's run starts from
+its last-rung trial's weights (``reuse_trial``; :func:`_reuse_trial`).  Every candidate is scored on the
 val split of the labeled data it trains on (a UDA job: the source's) — never a test label.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Auto(Strategy):
 
     name = "auto"
     defaults = {"candidates": "auto", "eta": 3, "rungs": 3, "budget": 0.4, "lr": "grid",
-                "lr_factor": 3.0}
+                "lr_factor": 3.0, "reuse_trial": True}
 
     def __init__(self):
         self._extra: dict = {}
@@ -162,6 +163,7 @@ class Auto(Strategy):
         rungs = self.number(p, "rungs", int, 1, 10)
         budget = self.number(p, "budget", float, 0.0, 10.0)
         factor = self.number(p, "lr_factor", float, 1.0, 1000.0)
+        reuse = self.flag(p, "reuse_trial")
         if p["lr"] not in ("grid", "auto"):
             raise ConfigError(f"strategy 'auto': parameter 'lr' is {p['lr']!r}; use grid (the "
                               "default LR ×/÷ lr_factor) or auto (the LR range test)")
@@ -180,6 +182,7 @@ class Auto(Strategy):
             data_note = [f"data: {k} classes, {len(bundle.train) / max(1, k):.0f} train and "
                          f"{n_val / max(1, k):.0f} val images per class"]
         table: list[str] = []
+        winner = None
         if not has_source_weights(model):
             chosen = _prefer(names, FALLBACK_NO_WEIGHTS, found, "full")
             why = ("no source weights (random init): frozen random features are not worth "
@@ -200,6 +203,7 @@ class Auto(Strategy):
             chosen, lr = winner.strategy, winner.lr
         entry = next(f for f in found if f[0] == chosen)
         plan = self.delegate(entry, model, groups, lr)
+        start = _reuse_trial(winner, entry, plan, model, reuse) if winner is not None else None
         if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none" \
                 and bundle is not None and _set_train_transform(bundle):
             # like `--strategy linear-probe` (registry: data.augment none): a probe fits fixed
@@ -214,7 +218,8 @@ class Auto(Strategy):
         skipped = (["not candidates: " + "; ".join(f"{k} ({v})"
                                                      for k, v in self.last_skipped.items())]
                    if self.last_skipped else [])
-        notes = [f"auto chose '{chosen}'{at}: {why}", *table, *skipped, *data_note,
+        notes = [f"auto chose '{chosen}'{at}: {why}", *([start] if start else []), *table,
+                 *skipped, *data_note,
                  *[f"{chosen}: {n}" for n in plan.notes]]
         return StrategyPlan(self.name, plan.phases, notes, model_changes=plan.model_changes,
                             train_on=plan.train_on)
@@ -232,6 +237,36 @@ class Auto(Strategy):
             if phase.lr is None and phase.steps == "gradient":
                 phase.lr = sub.train.lr
         return plan
+
+
+def _reuse_trial(winner, entry, plan, model, reuse: bool) -> str | None:
+    """Start the run from the paid winner's last-rung trial weights: a note, or ``None``.
+
+    Successive halving trains the finalist for a fifth of the run or more; throwing that
+    away is what ASHA avoids by promoting trials from their checkpoints (Li et al., MLSys
+    2020).  Here the run's own schedule starts over from those weights (a warm restart,
+    Loshchilov & Hutter 2017).  Loaded *after* the winner planned, so what a plan snapshots
+    of the model (a source anchor, wise-ft's θ₀) is still the source weights.  Free and
+    cheap winners were trained as the run will train them: nothing to reuse.  A winner
+    whose trial model differs from the run's (its own head, adapters) starts from the
+    source weights."""
+    from .auto_trials import PAID  # lazy: imports torch
+
+    trained, winner.trained = winner.trained, None
+    if not reuse or winner.cost not in PAID or trained is None:
+        return None
+    if entry[5] or plan.model_changes:
+        return (f"starts from the source weights: its trial's model ({winner.label}) has "
+                "model changes the run applies later")
+    own = model.state_dict()
+    misfit = sorted(set(own) ^ set(trained)) or [
+        k for k in own if tuple(own[k].shape) != tuple(trained[k].shape)]
+    if misfit:  # checked first: load_state_dict copies what fits before it raises
+        return (f"starts from the source weights: its trial's weights do not fit the model "
+                f"({misfit[0]!r} differs)")
+    model.load_state_dict(trained)
+    return (f"starts from its trial's weights ({winner.trained_for}; "
+            "strategy.params.reuse_trial=false starts from the source weights)")
 
 
 def _set_train_transform(bundle) -> bool:

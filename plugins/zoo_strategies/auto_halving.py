@@ -86,8 +86,9 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
     budgets = rung_budgets(len(paid), epochs, eta, rungs, budget, val_cost) if paid else []
     alive, last = paid, []
     for r, b in enumerate(budgets):
-        last = [_score(c, r, trials.run(c, b)) for c in alive]
-        if r == len(budgets) - 1:
+        final_rung = r == len(budgets) - 1  # its weights: the winner's head start
+        last = [_score(c, r, trials.run(c, b, keep_weights=final_rung)) for c in alive]
+        if final_rung:
             break
         keep = max(1, math.ceil(len(alive) / eta))
         order = rank_rung(alive, last, n_val)
@@ -106,6 +107,9 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
         winner, why = rival, rival_why
     else:
         winner, why = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials)
+    for c in cands:  # only the winner's trial weights are worth their memory
+        if c is not winner:
+            c.trained = None
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
     return winner, why, table + log
 

@@ -43,6 +43,9 @@ class Candidate:
     lr_from: str = ""     # "default", "default × 3", "lr-find", ...
     scores: dict = dataclasses.field(default_factory=dict)
     changes: list = dataclasses.field(default_factory=list)  # model changes (its own head)
+    # its latest trial's weights (CPU), kept for the last rung: the run's head start
+    trained: dict | None = dataclasses.field(default=None, repr=False)
+    trained_for: str = ""  # what those weights trained: "2 epoch(s) on 90% of train"
 
     @property
     def label(self) -> str:
@@ -139,8 +142,10 @@ class Trials:
         epochs = max(1, math.ceil(budget - 1e-9))
         return epochs, min(1.0, budget / epochs)
 
-    def run(self, cand: Candidate, budget: float, equal_budget: bool = False) -> TrialResult:
-        """Train a copy of the model with ``cand``'s plan on ``budget`` epochs; score on val."""
+    def run(self, cand: Candidate, budget: float, equal_budget: bool = False,
+            keep_weights: bool = False) -> TrialResult:
+        """Train a copy of the model with ``cand``'s plan on ``budget`` epochs; score on val;
+        ``keep_weights``: the trained weights go to ``cand.trained`` (the run may start from them)."""
         t0 = time.perf_counter()
         epochs, fraction = self.epochs_for(cand, budget, equal_budget)
         job = trial_job(cand.job, epochs)
@@ -185,6 +190,11 @@ class Trials:
                         feature_loaders=feature_loaders, log=lambda *a, **k: None)
         rec = state.history[state.best_epoch - 1]["val"] if state.best_epoch else {}
         share = "" if fraction >= 1 else f" on {fraction:.0%} of train"
+        if keep_weights:  # the weights as scored (its best epoch's): the run may start from them
+            best = state.best_state if state.best_state is not None else model.state_dict()
+            cand.trained = {k: v.detach().to("cpu", copy=True) for k, v in best.items()}
+            cand.trained_for = f"{epochs} epoch(s){share} at lr {cand.lr:.2g}" \
+                if cand.lr is not None else f"{epochs} epoch(s){share}"
         return TrialResult(cand.label, float(rec.get("accuracy", 0.0)),
                            float(rec.get("loss", float("inf"))),
                            round(time.perf_counter() - t0, 3), f"{epochs} epoch(s){share}")

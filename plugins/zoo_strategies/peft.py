@@ -17,8 +17,6 @@ time (the pack's rule).
 """
 from __future__ import annotations
 
-from zoo.errors import ConfigError
-
 from .base import Strategy
 
 JOB_DEFAULTS: dict[str, dict] = {
@@ -107,7 +105,7 @@ class LoRA(Strategy):
         r = self.number(p, "r", int, 1)
         alpha = self.number(p, "alpha", float, 0.0)
         dropout = self.number(p, "dropout", float, 0.0, 1.0)
-        rslora = _flag(self, p, "rslora")
+        rslora = self.flag(p, "rslora")
         targets, notes = choose_targets(model.backbone.body, p["targets"], self.name)
         change = PeftAdapters(targets, r=r, alpha=alpha, dropout=dropout, rslora=rslora,
                               dora=self.dora, excluded_notes=notes)
@@ -125,15 +123,3 @@ class DoRA(LoRA):
 
     name = "dora"
     dora = True
-
-
-def _flag(strategy: Strategy, p: dict, key: str) -> bool:
-    value = p[key]
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes", "on"):
-        return True
-    if str(value).lower() in ("false", "0", "no", "off"):
-        return False
-    raise ConfigError(f"strategy '{strategy.name}': parameter '{key}' must be true or false, "
-                      f"got {value!r}")
