@@ -199,3 +199,65 @@ def test_checkpoint_pacing_spends_at_most_two_percent_of_an_epoch(monkeypatch):
     assert pacer.due(6.0)  # under 2 % of a 6 s epoch: written every epoch
     clock[0] += 1.6  # 5 s since the last write: written whatever it costs
     assert pacer.due(3.5)
+
+
+class FailsAtTest:
+    """A metric only the test pass builds (``always``) whose compute raises: a failure
+    after the last epoch."""
+
+    name = "fails-at-test"
+
+    @hookimpl
+    def register_metrics(self, register):
+        def factory(num_classes):
+            from torchmetrics import Metric
+
+            class Broken(Metric):
+                def __init__(self):
+                    super().__init__()
+                    self.add_state("n", default=torch.tensor(0), dist_reduce_fx="sum")
+
+                def update(self, probs, targets):
+                    self.n += 1
+
+                def compute(self):
+                    raise ZeroDivisionError("compute exploded")
+
+            return Broken()
+
+        register("broken-at-test", factory, mode="max", scalar=False, always=True)
+
+
+def _never_due(monkeypatch):
+    from zoo.engine import state as st
+
+    monkeypatch.setattr(st.CheckpointPacer, "due", lambda self, seconds: False)
+
+
+def test_the_last_epoch_is_paced_but_earlier_phase_ends_are_written(tmp_path, monkeypatch):
+    from zoo.engine.checkpoint import read_info
+
+    _never_due(monkeypatch)  # pacing holds every epoch it may
+    one = run_tiny(make_catalog(), tmp_path / "a", train={"epochs": 3})
+    assert one["status"] == "completed"  # the results follow the last epoch: not written
+    from pathlib import Path
+
+    assert not (Path(one["run_dir"]) / "checkpoint" / "last.safetensors").exists()
+    two = run_tiny(make_catalog(), tmp_path / "b", train={"epochs": 4},
+                   strategy={"name": "lp-ft", "params": {"probe_epochs": 2}})
+    assert [p["epochs"] for p in two["phases"]] == [2, 2]
+    assert read_info(two["run_dir"])["epoch"] == 2  # the probe phase's end: written
+
+
+def test_a_failure_after_training_writes_the_held_epoch(tmp_path, monkeypatch):
+    from zoo.engine.checkpoint import read_info
+    from zoo.errors import PluginError
+
+    _never_due(monkeypatch)
+    with pytest.raises(PluginError, match="compute exploded"):
+        run_tiny(make_catalog(FailsAtTest()), tmp_path, train={"epochs": 3})
+    run_dir = next(p for p in tmp_path.rglob("summary.json")).parent
+    assert read_info(run_dir)["epoch"] == 3  # resumable without training again
+    import json
+
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"

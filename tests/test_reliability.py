@@ -59,8 +59,10 @@ def test_signal_mid_epoch_then_resume_matches(tmp_path, reference, sig, code):
 
 
 def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path, reference):
-    # the 2nd write of last.safetensors (end of epoch 2) is killed half-way
-    proc = zoo(*run_args(tmp_path, "k"), env={"ZOO_FAULT": "kill_during_write:last.safetensors:2"})
+    # the 2nd write of last.safetensors (end of epoch 2) is killed half-way; with early
+    # stopping armed every epoch is written (pacing would hold epoch 2 of so tiny a run)
+    proc = zoo(*run_args(tmp_path, "k"), "--set", "train.early_stop_patience=50",
+               env={"ZOO_FAULT": "kill_during_write:last.safetensors:2"})
     assert proc.returncode == -9
     run_dir = tmp_path / "k"
     from zoo.engine.checkpoint import read_info

@@ -143,12 +143,7 @@ class RunRecord:
                     ) -> RunInterrupted:
         """Record the interrupt; the :class:`RunInterrupted` to raise (exit 130/143)."""
         code = 143 if isinstance(exc, Terminated) else 130
-        if self.main and not self.completed:
-            with signals_deferred():
-                try:
-                    self.flush()
-                except Exception as err:  # noqa: BLE001 - the saved epochs still stand
-                    self.warn(f"could not write the last epoch's checkpoint: {err}")
+        self._flush_held()
         self._write("interrupted", run_end, interrupted_while=self.stage or None)
         if self.run_dir is None:
             return RunInterrupted("interrupted before a run folder was made; nothing saved",
@@ -167,7 +162,17 @@ class RunRecord:
                               exit_code=code)
 
     def failed(self, error: str, run_end: Callable[[dict], None]) -> None:
+        self._flush_held()
         self._write("failed", run_end, error=error.splitlines()[0] if error else error)
+
+    def _flush_held(self) -> None:
+        """Write the epoch checkpoint pacing held back, so that epoch is resumable."""
+        if self.main and not self.completed:
+            with signals_deferred():
+                try:
+                    self.flush()
+                except Exception as err:  # noqa: BLE001 - the saved epochs still stand
+                    self.warn(f"could not write the last epoch's checkpoint: {err}")
 
     def _while(self) -> str:
         return f" while {self.stage}" if self.stage else ""

@@ -277,7 +277,11 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             with signals_deferred():
                 if on_epoch:
                     on_epoch(result)
-                if checkpoint and (ckpt.due(elapsed) or epoch_in_phase == phase.epochs - 1
+                # every phase end is written (the next phase starts a new optimizer) except
+                # the run's last epoch: pacing decides there, a held one is written on a
+                # signal or a failure, and the results follow in a second or two
+                phase_end = epoch_in_phase == phase.epochs - 1 and epoch < plan.epochs
+                if checkpoint and (ckpt.due(elapsed) or phase_end
                                    or epoch == fault_epoch or t.early_stop_patience):
                     ckpt.save(checkpoint, state)
                 elif checkpoint:

@@ -57,9 +57,10 @@ class CheckpointPacer:
 
     Always when it costs at most :data:`CHECKPOINT_SHARE` (2%) of the epoch it protects,
     and at least every ``max_gap`` seconds; a 10 ms cached-feature epoch is not made 4×
-    slower by a 40 ms checkpoint.  The loop also saves at the end of every phase, and a
-    skipped epoch is held in memory for a signal to flush, so an interrupt loses no epoch
-    and a SIGKILL at most ``max_gap`` seconds of work.  2%, not more: a whole run is to cost
+    slower by a 40 ms checkpoint.  The loop also saves at the end of every phase but the
+    last (its results follow within seconds), and a skipped epoch is held in memory for a
+    signal or a failure to flush, so an interrupt loses no epoch and a SIGKILL at most
+    ``max_gap`` seconds of work.  2%, not more: a whole run is to cost
     at most 10% over a plain loop that saves once (docs/benchmarks.md), and checkpoints
     must not spend that budget alone (a 0.11 s checkpoint of a 3.5 s epoch was 3%).
     """
