@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+from plugin_fixtures import broken_metric
 from zoo.errors import ConfigError
 from zoo.hookspecs import hookimpl
 from zoo.kit.testing.components import make_catalog, run_tiny
@@ -209,23 +210,7 @@ class FailsAtTest:
 
     @hookimpl
     def register_metrics(self, register):
-        def factory(num_classes):
-            from torchmetrics import Metric
-
-            class Broken(Metric):
-                def __init__(self):
-                    super().__init__()
-                    self.add_state("n", default=torch.tensor(0), dist_reduce_fx="sum")
-
-                def update(self, probs, targets):
-                    self.n += 1
-
-                def compute(self):
-                    raise ZeroDivisionError("compute exploded")
-
-            return Broken()
-
-        register("broken-at-test", factory, mode="max", scalar=False, always=True)
+        register("broken-at-test", broken_metric, mode="max", scalar=False, always=True)
 
 
 def _never_due(monkeypatch):

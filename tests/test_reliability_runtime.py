@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin_fixtures import make_plugin
+from plugin_fixtures import broken_metric, make_plugin
 from zoo.errors import CheckpointError, DataError, PluginError, RunInterrupted
 from zoo.hookspecs import hookimpl
 from zoo.kit.testing import make_catalog, run_tiny
@@ -44,24 +44,7 @@ class BadMetric:
 
     @hookimpl
     def register_metrics(self, register):
-        def factory(num_classes):
-            import torch
-            from torchmetrics import Metric
-
-            class Broken(Metric):
-                def __init__(self):
-                    super().__init__()
-                    self.add_state("n", default=torch.tensor(0), dist_reduce_fx="sum")
-
-                def update(self, probs, targets):
-                    self.n += 1
-
-                def compute(self):
-                    raise ZeroDivisionError("compute exploded")
-
-            return Broken()
-
-        register("broken", factory)
+        register("broken", broken_metric)
 
 
 class BadDataset:
