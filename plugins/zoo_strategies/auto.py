@@ -26,8 +26,9 @@ Procedure:
 
 Then ``auto`` plans the winner for the full run at its LR (a normal plan: the run folder is
 ordinary) and its notes hold the candidates × rungs table.  A paid winner's run starts from
-its last-rung trial's weights (``reuse_trial``; :func:`_reuse_trial`).  Every candidate is scored on the
-val split of the labeled data it trains on (a UDA job: the source's) — never a test label.
+its last-rung trial's weights (``reuse_trial``; :func:`_reuse_trial`).  Every candidate is
+scored on the val split of the labeled data it trains on (a UDA job: the source's) — never
+a test label.
 """
 from __future__ import annotations
 

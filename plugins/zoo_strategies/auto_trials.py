@@ -145,7 +145,8 @@ class Trials:
     def run(self, cand: Candidate, budget: float, equal_budget: bool = False,
             keep_weights: bool = False) -> TrialResult:
         """Train a copy of the model with ``cand``'s plan on ``budget`` epochs; score on val;
-        ``keep_weights``: the trained weights go to ``cand.trained`` (the run may start from them)."""
+        ``keep_weights``: the trained weights go to ``cand.trained`` (the run may start from
+        them)."""
         t0 = time.perf_counter()
         epochs, fraction = self.epochs_for(cand, budget, equal_budget)
         job = trial_job(cand.job, epochs)
