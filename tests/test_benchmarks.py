@@ -140,3 +140,28 @@ def test_auto_bar_picks_strategy_and_lr_on_val_and_compares_on_test():
     worse = [dict(r, test=r["test"] - 0.05) if r["strategy"] == "auto" else r
              for r in _auto_rows()]
     assert "NOT met" in ab.verdicts(worse)[2]
+
+
+def test_auto_bar_fixed_from_reruns_auto_only(tmp_path, monkeypatch, capsys):
+    import json
+
+    ab = load("auto_bar")
+    earlier = [dict(r, task="digits") for r in _auto_rows()]
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    ran = []
+
+    def fake_one(args, task, strategy, lr, seed, out):
+        ran.append((task, strategy, seed))
+        return {"task": task, "strategy": strategy, "lr": lr, "seed": seed, "val": 0.9,
+                "test": 0.95, "seconds": 12.0}
+
+    monkeypatch.setattr(ab, "one", fake_one)
+    new = tmp_path / "new.json"
+    assert ab.main(["--tasks", "digits", "--seeds", "2", "--fixed-from", str(path),
+                    "--json", str(new)]) == 0
+    assert ran == [("digits", "auto", 0), ("digits", "auto", 1)]  # auto only, every seed
+    rows = json.loads(new.read_text())
+    fixed = [r for r in rows if r["strategy"] != "auto"]
+    assert fixed == [r for r in earlier if r["strategy"] != "auto" and r["seed"] < 2]
+    assert "| 95.0 ± 0.0 |" in capsys.readouterr().out  # the new auto rows in the table
