@@ -467,3 +467,34 @@ def test_trial_weights_that_half_fit_leave_the_model_untouched():
     note = _reuse_trial(w, ("x", 0, 0, 0, 0, []), SimpleNamespace(model_changes=[]), m, True)
     assert "do not fit" in note
     assert all(torch.equal(v, source[k]) for k, v in m.state_dict().items())
+
+
+def test_a_run_with_a_head_start_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """End to end: the run really starts from the trial (its test loss differs from a cold
+    start), and an interrupted run resumes to the same result (the trials re-run, same
+    seed, then the checkpoint is loaded over their weights)."""
+    from zoo.engine.pipeline import run as run_job
+    from zoo.errors import RunInterrupted
+    from zoo.kit.testing.components import complete_job, run_tiny, tiny_job
+
+    cat = make_catalog()
+    source = Path(run_tiny(cat, tmp_path / "src", train={"epochs": 1})["run_dir"])
+
+    def job(name, reuse=True):
+        return complete_job(tiny_job(
+            out=str(tmp_path), name=name, weights=str(source / "model.safetensors"),
+            train={"epochs": 3}, strategy={"name": "auto", "params": {
+                "candidates": "finetune", "rungs": 2, "reuse_trial": reuse}}), cat)
+
+    plan: dict = {}
+    full = run_job(job("full"), cat, quiet=True, on_plan=plan.update)
+    assert any(str(n).startswith("starts from its trial's weights") for n in plan["notes"])
+    cold = run_job(job("cold", reuse=False), cat, quiet=True)
+    assert cold["test"]["loss"] != full["test"]["loss"]
+    # after epoch 2 of the run (a trial here trains 1 epoch: the fault is not hit in one)
+    monkeypatch.setenv("ZOO_FAULT", "interrupt_after_epoch:2")
+    with pytest.raises(RunInterrupted):
+        run_job(job("part"), cat, quiet=True)
+    monkeypatch.delenv("ZOO_FAULT")
+    resumed = run_job(job("part"), cat, quiet=True, resume=str(tmp_path / "part"))
+    assert resumed["status"] == "completed" and resumed["test"] == full["test"]
