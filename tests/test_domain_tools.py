@@ -89,3 +89,16 @@ def test_lr_find_cli_bad_range_is_one_line(capsys):
     code, _, err = cli(capsys, "lr-find", "testing:tiny_cnn", "--start-lr", "1",
                        "--end-lr", "0.1")
     assert "--start-lr" in assert_one_line_error(err, code)
+
+
+@pytest.mark.parametrize("target, params, needles", [
+    ("shift:digits", [], ["--target shift:digits:", "(e.g. --target-param transform=invert)"]),
+    ("no-such-folder", [], ["--target no-such-folder:", "--target PATH"]),
+])
+def test_shift_data_errors_name_the_domain_and_this_commands_flags(capsys, tmp_path, target,
+                                                                  params, needles):
+    code, _, err = cli(capsys, "shift", "-m", "timm:test_resnet", "--weights", "none",
+                       "--source", "digits", "--target", target, *params, "--out", tmp_path)
+    line = assert_one_line_error(err, code)
+    assert all(n in line for n in needles), line
+    assert "--set data.params" not in line and "--data PATH" not in line

@@ -68,8 +68,7 @@ def options(params: dict) -> tuple[list[str], int, int, dict]:
     shift_seed = params.pop("shift_seed", 0)
     if raw is None or raw == "":
         raise DataError("a shift: dataset needs data.params.transform — one of "
-                        f"{', '.join(TRANSFORMS)} (e.g. --set data.params.transform=invert; "
-                        "zoo shift: --target-param transform=invert)")
+                        f"{', '.join(TRANSFORMS)} (e.g. --set data.params.transform=invert)")
     names = [t.strip() for t in (raw if isinstance(raw, (list, tuple)) else str(raw).split("+"))]
     for name in names:
         if name not in TRANSFORMS:

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from zoo.catalog import get_catalog
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataError
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.io.yamlio import parse_scalar
@@ -217,6 +217,20 @@ def _plot(src, tgt, labels: tuple[str, str], path, title: str) -> None:
 
 
 # -- the tool ------------------------------------------------------------------------------------
+def _load_domain(load_splits, catalog, spec, seed, transforms, flag: str):
+    """One domain's splits; a data error names the domain and this command's flags.
+
+    Dataset errors are written for ``zoo run`` (``--data PATH``, ``--set data.params.X=V``);
+    here the data are ``--source``/``--target`` and their params ``--source-param``/
+    ``--target-param`` (``--set data.params`` reaches the source only)."""
+    try:
+        return load_splits(catalog, spec, seed, transforms)
+    except DataError as exc:
+        message = (str(exc).replace("--data PATH", f"{flag} PATH")
+                   .replace("--set data.params.", f"{flag}-param "))
+        raise DataError(f"{flag} {spec.path or spec.name}: {message}") from None
+
+
 def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None = None,
                   sets: list[str] | None = None, config=None, preset: str | None = None,
                   split: str = "train", max_images: int = 400, layers: bool = True,
@@ -259,8 +273,9 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     size = int(job.data.image_size or backbone.pretrained_cfg.input_size)
     tf = build_transform(backbone.pretrained_cfg, size, "none", False)
     transforms = {"train": tf, "val": tf, "test": tf}
-    src_bundle = load_splits(catalog, job.data, job.seed, transforms)
-    tgt_bundle = load_splits(catalog, target_spec, job.seed, transforms)
+    src_bundle = _load_domain(load_splits, catalog, job.data, job.seed, transforms, "--source")
+    tgt_bundle = _load_domain(load_splits, catalog, target_spec, job.seed, transforms,
+                              "--target")
     device = pick_device(job.device)
     backbone.to(device).eval()
     provider = catalog.get("providers", ref.provider).obj
