@@ -217,12 +217,14 @@ def _plot(src, tgt, labels: tuple[str, str], path, title: str) -> None:
 
 
 # -- the tool ------------------------------------------------------------------------------------
-def _load_domain(load_splits, catalog, spec, seed, transforms, flag: str):
+def _load_domain(catalog, spec, seed, transforms, flag: str):
     """One domain's splits; a data error names the domain and this command's flags.
 
     Dataset errors are written for ``zoo run`` (``--data PATH``, ``--set data.params.X=V``);
     here the data are ``--source``/``--target`` and their params ``--source-param``/
     ``--target-param`` (``--set data.params`` reaches the source only)."""
+    from zoo.engine.data import load_splits  # lazy: imports torch
+
     try:
         return load_splits(catalog, spec, seed, transforms)
     except DataError as exc:
@@ -244,7 +246,6 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     """
     import torch  # lazy: torch
 
-    from zoo.engine.data import load_splits  # lazy: imports torch
     from zoo.engine.runtime import pick_device  # lazy: imports torch
     from zoo.engine.transforms import build_transform  # lazy: imports torch
     from zoo.weights.resolve import resolve_and_load  # lazy: imports torch
@@ -273,9 +274,8 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     size = int(job.data.image_size or backbone.pretrained_cfg.input_size)
     tf = build_transform(backbone.pretrained_cfg, size, "none", False)
     transforms = {"train": tf, "val": tf, "test": tf}
-    src_bundle = _load_domain(load_splits, catalog, job.data, job.seed, transforms, "--source")
-    tgt_bundle = _load_domain(load_splits, catalog, target_spec, job.seed, transforms,
-                              "--target")
+    src_bundle = _load_domain(catalog, job.data, job.seed, transforms, "--source")
+    tgt_bundle = _load_domain(catalog, target_spec, job.seed, transforms, "--target")
     device = pick_device(job.device)
     backbone.to(device).eval()
     provider = catalog.get("providers", ref.provider).obj
