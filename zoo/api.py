@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo import hookspecs
+from zoo import contracts, hookspecs
 from zoo.catalog import Catalog, get_catalog
 from zoo.errors import ConfigError
 from zoo.io import runfolder
@@ -59,7 +59,9 @@ def create_model(name: str, num_classes: int, head: str | None = None, weights: 
     head = head or cat.default_name("heads")
     if head is None:
         raise ConfigError("no head given and no installed plugin declares a default head")
-    head_module = cat.get("heads", head).obj(backbone.feature_dim, num_classes, **head_params)
+    head_comp = cat.get("heads", head)
+    head_module = head_comp.obj(backbone.feature_dim, num_classes, **head_params)
+    contracts.check_head(head_comp, head_module, backbone.feature_dim, num_classes)
     return TransferModel(backbone, head_module)
 
 

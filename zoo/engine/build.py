@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo.backbones import TransferModel, build_layer_groups
-from zoo.errors import ConfigError, ZooError
-from zoo.strategy import StrategyPlan, validate_plan
+from zoo import contracts
+from zoo.errors import ConfigError
+from zoo.strategy import validate_plan
 from zoo.weights.resolve import resolve_and_load
 
 
@@ -33,6 +34,7 @@ def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     except TypeError as exc:
         raise ConfigError(f"head '{job.head.name}' rejected its params {job.head.params}: "
                           f"{exc}") from None
+    contracts.check_head(head_comp, head, backbone.feature_dim, num_classes)
     model = TransferModel(backbone, head)
     groups = build_layer_groups(model, catalog.provider(ref.provider))
     size = job.data.image_size or backbone.pretrained_cfg.input_size
@@ -44,10 +46,8 @@ def make_plan(catalog, job, built: BuiltModel, extra: dict | None = None):
     strategy = comp.obj
     if hasattr(strategy, "prepare"):  # every time: no state left from an earlier run
         strategy.prepare(**(extra or {}))
-    plan = strategy.plan(built.model, built.groups, job)
-    if not isinstance(plan, StrategyPlan):
-        raise ZooError(f"strategy '{job.strategy.name}' (plugin {comp.plugin}) returned "
-                       f"{type(plan).__name__}, not a zoo.strategy.StrategyPlan")
+    args = (built.model, built.groups, job)
+    plan = contracts.check_plan(comp, contracts.check_plan_callable(comp, strategy, args)(*args))
     validate_plan(plan, built.groups)
     return plan
 
@@ -87,7 +87,7 @@ class _MetricBuilder:
         if self.built is None:
             found: tuple[dict, dict] = ({}, {})
             for name, comp in self.comps.items():
-                metric = comp.obj(self.num_classes)
+                metric = contracts.check_metric(comp, comp.obj(self.num_classes))
                 if metric is not None:
                     found[0 if comp.options.get("scalar", True) else 1][name] = \
                         metric.to(self.device)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.contracts import check_metric
+
 
 def add_always_metrics(catalog, test_metrics: dict, num_classes: int, device) -> dict:
     """``test_metrics`` plus every ``always=True`` metric it lacks (built on ``device``);
@@ -17,7 +19,8 @@ def add_always_metrics(catalog, test_metrics: dict, num_classes: int, device) ->
     for name in catalog.always_metrics():
         if name in out:
             continue
-        metric = catalog.get("metrics", name).obj(num_classes)
+        comp = catalog.get("metrics", name)
+        metric = check_metric(comp, comp.obj(num_classes))
         if metric is not None:
             out[name] = metric.to(device)
     return out

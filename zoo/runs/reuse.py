@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from zoo.catalog import get_catalog
+from zoo.contracts import check_head, create_backbone
 from zoo.engine.data import load_splits, make_loader
 from zoo.io import runfolder as rundir
 from zoo.errors import CheckpointError, ConfigError, state_dict_error
@@ -46,17 +47,18 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
         raise CheckpointError(f"{path} has no zoo metadata; was it written by zoo?") from None
     meta = rundir.check_model_meta(meta, path)  # every key below, typed and bounded
     ref = catalog.resolve_model(meta["model"])
-    provider = catalog.provider(ref.provider)
-    backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+    backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
     backbone.pretrained_cfg = PretrainedConfig(**{
         **meta["pretrained_cfg"], "mean": tuple(meta["pretrained_cfg"]["mean"]),
         "std": tuple(meta["pretrained_cfg"]["std"])})
+    head_comp = catalog.get("heads", meta["head"]["name"])
     try:
-        head = catalog.get("heads", meta["head"]["name"]).obj(
+        head = head_comp.obj(
             backbone.feature_dim, meta["num_classes"], **meta["head"].get("params", {}))
     except TypeError as exc:  # a factory's signature refusing the recorded params
         raise CheckpointError(f"{path}: head '{meta['head']['name']}' rejected its params "
                               f"{meta['head'].get('params')}: {exc}") from None
+    check_head(head_comp, head, backbone.feature_dim, meta["num_classes"])
     # the classifier of the weights the run started from, not the provider's default one
     match_saved_classifier(backbone, tensors, "backbone.source_classifier.")
     model = TransferModel(backbone, head)

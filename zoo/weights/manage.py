@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zoo.contracts import create_backbone
 from zoo.errors import WeightsError
 from zoo.weights.resolve import (ResolvedWeights, WeightStore, _from_plugins, apply_pretrained_cfg,
                                  load_into_backbone, pretrained_cfg_of, read_checkpoint,
@@ -38,19 +39,18 @@ def pull(catalog, name: str, tag: str | None = None, *, source: str = "auto",
         found = entry_file(store.root, key, existing) if existing else None
         if found is not None and found.is_file():
             return dict(existing, status="present", path=str(found))
-    provider = catalog.provider(ref.provider)
     looked: list[str] = []
     backbone, origin = None, None
     if source in ("auto", "plugin"):
         found = _from_plugins(catalog, model, tag, store, looked)
         if found is not None:
-            backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+            backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
             load_into_backbone(backbone, found)
             apply_pretrained_cfg(backbone, found.info.get("pretrained_cfg"))
             origin = found.source
     if backbone is None and source in ("auto", "hub"):
         try:
-            backbone = provider.create(ref.arch, tag, pretrained=True)
+            backbone = create_backbone(catalog, ref.provider, ref.arch, tag, True)
             origin = f"hub:{ref.provider}"
         except WeightsError as exc:
             looked.append(f"{ref.provider} hub: {str(exc).split(' — ')[0]}")
@@ -92,7 +92,7 @@ def import_file(catalog, path: str | Path, name: str, tag: str | None = None, *,
                            f"or --tag NAME to keep both")
     digest = sha256_file(path)
     found = ResolvedWeights(f"file:{path}", tensors, digest, str(path), tag, meta)
-    backbone = catalog.provider(ref.provider).create(ref.arch, ref.tag, pretrained=False)
+    backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
     report = load_into_backbone(backbone, found)  # CheckpointError when it does not fit
     apply_pretrained_cfg(backbone, pretrained_cfg_of(meta))
     missing_source = {_source_name(backbone, k) for k in report["missing"]}

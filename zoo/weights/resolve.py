@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zoo.contracts import create_backbone
 from zoo.errors import CheckpointError, WeightsError
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
@@ -123,11 +124,10 @@ def resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
 
 
 def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
-    provider = catalog.provider(ref.provider)
     arg = str(weights_arg)
     if arg == "none":
-        return provider.create(ref.arch, ref.tag, pretrained=False), {"source": "none",
-                                                                     "sha256": None}
+        return create_backbone(catalog, ref.provider, ref.arch, ref.tag, False), {
+            "source": "none", "sha256": None}
     path = Path(os.path.expanduser(arg))
     if arg not in SPECIAL and path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"  # a run folder: its (merged) model
@@ -135,7 +135,7 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if arg not in SPECIAL and (path.is_file() or arg.endswith((".safetensors", ".pth", ".pt"))):
         if not path.is_file():
             raise WeightsError(f"weights file {arg} does not exist")
-        backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+        backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
         tensors, meta = read_checkpoint(path)
         found = ResolvedWeights(f"file:{path}", tensors, sha256_file(path), str(path), None,
                                 meta)
@@ -150,12 +150,12 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if hit is None:
         hit = _from_plugins(catalog, f"{ref.provider}:{ref.arch}", tag, store, looked)
     if hit is not None:
-        backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+        backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
         load_into_backbone(backbone, hit)
         apply_pretrained_cfg(backbone, hit.info.get("pretrained_cfg"))
         return backbone, hit.summary()
     try:
-        backbone = provider.create(ref.arch, tag, pretrained=True)
+        backbone = create_backbone(catalog, ref.provider, ref.arch, tag, True)
         return backbone, {"source": f"hub:{ref.provider}", "sha256": None, "tag": tag}
     except WeightsError as exc:
         looked.append(f"{ref.provider} hub ({exc})")
@@ -166,7 +166,7 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if arg == "auto":
         warnings.append(f"WARNING: {message}. Using random init: this is NOT transfer learning"
                         f"{fix}")
-        return provider.create(ref.arch, ref.tag, pretrained=False), {
+        return create_backbone(catalog, ref.provider, ref.arch, ref.tag, False), {
             "source": "random-init", "sha256": None, "tag": None}
     raise WeightsError(message + fix)
 

@@ -1,0 +1,128 @@
+"""What a plugin returns is checked where it returns (the hook boundary).
+
+A head factory, a metric factory, a provider's ``create()`` and a strategy's ``plan`` run
+plugin code whose *return value* zoo then uses deep inside the pipeline.  A wrong value
+(``None``, a string, a module of the wrong output width, a plan method with the wrong
+signature) would otherwise fail later, inside zoo, as a "zoo bug" that names no plugin.
+Each checker here runs right where zoo receives the value and raises one
+:class:`~zoo.errors.PluginError` line naming the plugin, the component and what was wrong
+with the value; the pipeline records it as ``status: failed`` like any plugin error.
+
+The checks are cheap on purpose: types, and for a head one forward of a two-row batch of
+zeros (no randomness drawn, train/eval mode restored).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from zoo.errors import PluginError, one_line
+
+#: catalog kind → the word the messages use
+_KIND_WORD = {"providers": "provider", "heads": "head", "strategies": "strategy",
+              "metrics": "metric", "datasets": "dataset", "loggers": "logger"}
+
+
+def _what(value: Any) -> str:
+    """A short, safe description of a returned value (its type, and a short repr)."""
+    if value is None:
+        return "None"
+    text = repr(value) if isinstance(value, (str, int, float, bool)) else ""
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{type(value).__name__}" + (f" {text}" if text else "")
+
+
+def contract_error(comp, problem: str) -> PluginError:
+    """One line: which plugin, which component, what it returned wrong, and that it is the
+    plugin's bug (so the user knows whom to tell)."""
+    kind = _KIND_WORD.get(getattr(comp, "kind", ""), getattr(comp, "kind", "component"))
+    return PluginError(f"plugin '{comp.plugin}' broke the {kind} contract in its {kind} "
+                       f"'{comp.name}': {problem} — a bug in that plugin, not in your job")
+
+
+def check_backbone(comp, arch: str, backbone: Any) -> Any:
+    """A provider's ``create(arch, ...)`` must return a :class:`zoo.backbones.Backbone` with
+    a positive int ``feature_dim``; returns it unchanged."""
+    from zoo.backbones import Backbone  # lazy: imports torch
+
+    if not isinstance(backbone, Backbone):
+        raise contract_error(comp, f"create({arch!r}) returned {_what(backbone)}, not a "
+                                   "zoo.backbones.Backbone")
+    dim = getattr(backbone, "feature_dim", None)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise contract_error(comp, f"create({arch!r}) returned a backbone whose feature_dim "
+                                   f"is {_what(dim)}, not a positive int")
+    return backbone
+
+
+def create_backbone(catalog, provider_name: str, arch: str, tag, pretrained: bool):
+    """``provider.create(arch, tag, pretrained=...)`` with its return value checked."""
+    comp = catalog.get("providers", provider_name)
+    return check_backbone(comp, arch, comp.obj.create(arch, tag, pretrained=pretrained))
+
+
+def check_head(comp, head: Any, feature_dim: int, num_classes: int) -> Any:
+    """A head factory must return an ``nn.Module`` mapping ``(N, feature_dim)`` features to
+    ``(N, num_classes)`` logits; checked on one batch of two rows of zeros."""
+    import torch  # lazy: torch
+    from torch import nn  # lazy: torch
+
+    if not isinstance(head, nn.Module):
+        raise contract_error(comp, f"the factory returned {_what(head)}, not a "
+                                   "torch.nn.Module")
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.no_grad():
+            out = head(torch.zeros(2, feature_dim))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the head's
+        raise contract_error(comp, f"its module fails on a (2, {feature_dim}) feature batch "
+                                   f"({one_line(exc)[:160]})") from None
+    finally:
+        head.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else _what(out)
+        raise contract_error(comp, f"its module maps (2, {feature_dim}) features to {got}, "
+                                   f"not (2, {num_classes}) logits")
+    return head
+
+
+def check_metric(comp, metric: Any) -> Any:
+    """A metric factory returns ``None`` (does not apply) or a torchmetrics-like object:
+    ``update``, ``compute``, ``reset`` and ``to`` callables."""
+    if metric is None:
+        return None
+    missing = [m for m in ("update", "compute", "reset", "to")
+               if not callable(getattr(metric, m, None))]
+    if missing:
+        raise contract_error(comp, f"the factory returned {_what(metric)}, not None or a "
+                                   f"torchmetrics Metric (no {', '.join(missing)})")
+    return metric
+
+
+def check_plan_callable(comp, strategy: Any, args: tuple, kwargs: dict | None = None):
+    """The strategy's ``plan`` exists and accepts what zoo is about to pass; returns it."""
+    plan = getattr(strategy, "plan", None)
+    if not callable(plan):
+        raise contract_error(comp, f"the registered object ({_what(strategy)}) has no "
+                                   "plan(model, groups, job) method")
+    try:
+        signature = inspect.signature(plan)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return plan
+    try:
+        signature.bind(*args, **(kwargs or {}))
+    except TypeError as exc:
+        raise contract_error(comp, f"plan{signature} cannot be called as "
+                                   f"plan(model, groups, job) ({exc})") from None
+    return plan
+
+
+def check_plan(comp, plan: Any) -> Any:
+    """``plan(...)`` must return a :class:`zoo.strategy.StrategyPlan`."""
+    from zoo.strategy import StrategyPlan  # lazy: imports torch
+
+    if not isinstance(plan, StrategyPlan):
+        raise contract_error(comp, f"plan() returned {_what(plan)}, not a "
+                                   "zoo.strategy.StrategyPlan")
+    return plan
