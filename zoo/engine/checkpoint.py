@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+from zoo.engine import checkpoint_checks
 from zoo.errors import CheckpointError, state_dict_error
 from zoo.io import atomic
 from zoo.io import runfolder
@@ -64,7 +65,8 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | 
             "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
             "stopped_early": bool(getattr(state, "stopped_early", False)),
             "history": state.history, "optimizer": opt_json, "loss_terms": terms,
-            "best_from_model": best_from_model, **meta}
+            "best_from_model": best_from_model, **meta,
+            checkpoint_checks.DIGEST_KEY: checkpoint_checks.tensor_digest(tensors)}
     folder = Path(run_dir) / "checkpoint"
     _keep_previous(folder)
     # one file, one rename: a signal or SIGKILL at any moment leaves either the previous
@@ -110,16 +112,17 @@ def read_info(run_dir: str | Path) -> dict:
     return _load_generation(Path(run_dir), validate=False)[2]
 
 
-def load_checkpoint(run_dir: Path, warn=None):
+def load_checkpoint(run_dir: Path, warn=None, epochs: int | None = None):
     """``(model_state, FitState, info)`` from ``checkpoint/``; a one-line error when unusable.
 
     ``last.safetensors`` is validated; when it is missing or damaged the previous
-    generation is used (``warn`` is told why).
+    generation is used (``warn`` is told why); so is one whose tensor data fails its
+    checksum or whose state disagrees with itself or with a plan of ``epochs`` epochs.
     """
     from zoo.engine.state import FitState  # lazy: imports torch
 
     run_dir = Path(run_dir)
-    tensors, _, info = _load_generation(run_dir, warn=warn)
+    tensors, _, info = _load_generation(run_dir, warn=warn, epochs=epochs)
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     for k in info.get("best_from_model") or []:
@@ -161,7 +164,8 @@ def restore_loss_terms(loss_terms: list, term_states: dict | None, run_dir) -> N
                                   f"({state_dict_error(exc)}) — did job.yaml change?") from None
 
 
-def _load_generation(run_dir: Path, validate: bool = True, warn=None):
+def _load_generation(run_dir: Path, validate: bool = True, warn=None,
+                     epochs: int | None = None):
     """``(tensors, metadata, info)`` of the newest valid generation."""
     folder = run_dir / "checkpoint"
     problems = []
@@ -173,6 +177,8 @@ def _load_generation(run_dir: Path, validate: bool = True, warn=None):
             tensors, meta, info = _read(path, folder)
             if validate:
                 _check(tensors, info, path)
+                checkpoint_checks.check_consistency(info, path, epochs)
+                checkpoint_checks.verify(tensors, info, path)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue

@@ -227,7 +227,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     state = None
     if resume:
         run_dir = rec.run_dir
-        model_state, state, _ = ckpt.load_checkpoint(run_dir, warn=rec.warn)
+        model_state, state, _ = ckpt.load_checkpoint(run_dir, warn=rec.warn,
+                                                      epochs=plan.epochs)
         try:
             model.load_state_dict(model_state)
         except RuntimeError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pickle import UnpicklingError
 
 from zoo.errors import CheckpointError, WeightsError
+from zoo.io.regular import not_regular
 
 
 def zoo_home() -> Path:
@@ -46,6 +47,9 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict]:
     from safetensors.torch import load_file  # lazy: safetensors
 
     path = Path(path)
+    problem = not_regular(path)
+    if problem is not None:  # a FIFO would block the open
+        raise CheckpointError(f"{path} {problem} — give the path of a .safetensors file")
     try:
         with open(path, "rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
@@ -54,7 +58,15 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict]:
                 raise CheckpointError(f"{path} is not a valid .safetensors file (header "
                                       "length out of range) — re-download or re-export it")
             header = json.loads(fh.read(header_len))
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path} is not a valid .safetensors file (its header is "
+                                  f"a JSON {type(header).__name__}, not an object) — "
+                                  "re-download or re-export it")
         meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path} is not a valid .safetensors file (its "
+                                  "__metadata__ is not an object) — re-download or "
+                                  "re-export it")
         tensors = load_file(str(path))
     except CheckpointError:
         raise
@@ -67,8 +79,9 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict]:
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """Tensors + metadata of a ``.safetensors`` or foreign ``.pth``/``.pt`` file (no pickle code)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    problem = not_regular(path)
+    if problem is not None:
+        raise WeightsError(f"weights file {path} {problem}")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     return read_torch_file(path), {}

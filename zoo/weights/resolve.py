@@ -14,11 +14,13 @@ from typing import Any
 
 from zoo.contracts import create_backbone
 from zoo.errors import CheckpointError, WeightsError
+from zoo.io.regular import not_regular
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
 from zoo.weights.source_head import (classifier_prefix, drop_source_classifier,
                                      fit_source_classifier)
 from zoo.weights.store import WeightStore  # noqa: F401 (public here too)
+from zoo.weights.values import check_weight_values
 
 SPECIAL = ("auto", "pretrained", "none")
 
@@ -91,6 +93,7 @@ def _load_checked(backbone, state: dict, expected: dict, weights: ResolvedWeight
         raise CheckpointError(f"weights from {where} lack {len(body_missing)} tensors of "
                               f"{backbone.provider}:{backbone.name} (e.g. {body_missing[0]})")
     clean = {k: v for k, v in state.items() if k in expected}
+    check_weight_values(clean, expected, where)  # NaN/Inf, bool/int where float
     import torch  # lazy: torch
 
     with torch.no_grad():
@@ -132,9 +135,11 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if arg not in SPECIAL and path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"  # a run folder: its (merged) model
         arg = str(path)
-    if arg not in SPECIAL and (path.is_file() or arg.endswith((".safetensors", ".pth", ".pt"))):
-        if not path.is_file():
-            raise WeightsError(f"weights file {arg} does not exist")
+    if arg not in SPECIAL and ((path.exists() and not path.is_dir())  # a FIFO too: refused
+                               or arg.endswith((".safetensors", ".pth", ".pt"))):
+        problem = not_regular(path)
+        if problem is not None:
+            raise WeightsError(f"weights file {arg} {problem}")
         backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
         tensors, meta = read_checkpoint(path)
         found = ResolvedWeights(f"file:{path}", tensors, sha256_file(path), str(path), None,
