@@ -208,8 +208,9 @@ class WrongPlanPlugin:
 
 
 def test_strategy_returning_the_wrong_type_names_its_plugin(tmp_path):
-    with pytest.raises(ZooError, match=r"strategy 'wrong-plan' \(plugin zoo-wrong-plan\) "
-                                       r"returned dict, not a zoo.strategy.StrategyPlan"):
+    with pytest.raises(ZooError, match=r"plugin 'zoo-wrong-plan' broke the strategy contract "
+                                       r"in its strategy 'wrong-plan': plan\(\) returned dict, "
+                                       r"not a zoo.strategy.StrategyPlan"):
         run_tiny(make_catalog(WrongPlanPlugin()), tmp_path, strategy={"name": "wrong-plan"})
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import (AmbiguousNameError, DuplicateComponentError, PluginError,
                         UnknownComponentError, did_you_mean)
+from zoo.contracts import job_defaults_overreach
 from zoo.jobspec import job_from_tree
 from zoo.modelcache import cached_model_list
 from zoo.plugins import ZooPluginManager, load_plugin_manager, strict_plugins
@@ -348,6 +349,11 @@ def _check_job_defaults(kind: str, name: str, tree: Any) -> None:
     if chosen:
         raise TypeError(f"{SINGULAR[kind]} '{name}': job_defaults may not choose components "
                         f"({', '.join(chosen)}); use default=True or registry.yaml's defaults:")
+    overreach = job_defaults_overreach(kind, tree)
+    if overreach:  # `out:` from a plugin would send the run folder where nobody asked
+        raise TypeError(f"{SINGULAR[kind]} '{name}': job_defaults may not set "
+                        f"{', '.join(overreach)} — where a run goes, its paths and other "
+                        "components' parameters are the user's (flags, config, registry)")
 
 
 _CATALOG = None

@@ -126,3 +126,29 @@ def check_plan(comp, plan: Any) -> Any:
         raise contract_error(comp, f"plan() returned {_what(plan)}, not a "
                                    "zoo.strategy.StrategyPlan")
     return plan
+
+
+#: job-level keys no component's ``job_defaults`` may set: where the run goes and what it
+#: is (the user's alone), and the other data streams
+_JOB_LEVEL = ("out", "name", "weights", "seed", "device", "loggers", "source_data",
+              "target_data")
+#: paths inside sections: only the user names files and folders
+_PATHS = (("data", "path"), ("data", "root"), ("head", "templates"))
+#: which kinds may set each component's own parameters (a strategy may set its head's:
+#: zero-shot normalises it)
+_OWN_PARAMS = {("data", "params"): ("datasets",), ("head", "params"): ("heads", "strategies"),
+               ("strategy", "params"): ("strategies",), ("strategy", "bn"): ("strategies",)}
+
+
+def job_defaults_overreach(kind: str, tree: dict) -> list[str]:
+    """The keys of a component's ``job_defaults`` that are outside what it may set: job-level
+    keys (``out``, ``name``, ``weights``, ``seed``, ``device``, ...), paths, and another
+    component's own parameters."""
+    bad = [key for key in _JOB_LEVEL if key in tree]
+    for section, key in _PATHS:
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            bad.append(f"{section}.{key}")
+    for (section, key), kinds in _OWN_PARAMS.items():
+        if kind not in kinds and isinstance(tree.get(section), dict) and key in tree[section]:
+            bad.append(f"{section}.{key}")
+    return bad

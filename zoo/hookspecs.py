@@ -19,9 +19,10 @@ Every ``register`` callback accepts, besides its kind's own arguments, these key
 - ``job_defaults={...}``: a job-tree fragment (``{"train": {"lr": 0.01}, "data":
   {"augment": "none"}}``) applied when this component is chosen, below the registry,
   presets, config files and flags (precedence in ``docs/jobs.md``; between components a
-  strategy's win over a dataset's).  Checked at registration: an unknown key, or one that
-  chooses a component (``model``, ``*.name``; a strategy may choose ``head.name``), fails
-  the plugin.
+  strategy's win over a dataset's).  Checked at registration: an unknown key, one that
+  chooses a component (``model``, ``*.name``; a strategy may choose ``head.name``), a
+  job-level key or path (``out``, ``name``, ``weights``, ``data.path`` ...), or another
+  component's parameters, fails the plugin.
 - ``default=True``: this component is its kind's default (the job leaves the name out);
   for metrics, every ``default=True`` metric of the first plugin that marks any is in the
   default ``metrics`` list, the first one is the default ``monitor.metric``.  Several

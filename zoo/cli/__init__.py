@@ -6,6 +6,7 @@ JSON on stdout.  Importing this module imports no torch, so ``zoo --help`` stays
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _register_builtin_commands()
         _register_plugin_commands()
-        cli.main(args=args, prog_name="zoo", standalone_mode=False)
+        # --json: stdout is the JSON alone; what anything else prints goes to stderr
+        with output.json_stdout() if "--json" in args else contextlib.nullcontext():
+            cli.main(args=args, prog_name="zoo", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

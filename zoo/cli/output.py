@@ -1,9 +1,10 @@
 """Output helpers for commands: rich tables for people, plain JSON for ``--json``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -22,8 +23,30 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+#: the real stdout while :func:`json_stdout` holds it (``--json``): only JSON goes there
+_JSON_OUT: list = []
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout belongs to zoo: anything else printed to it
+    (a plugin's print in a hook, a library's chatter) goes to stderr, and
+    :func:`print_json` alone writes to the real stdout."""
+    real = sys.stdout
+    _JSON_OUT.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        if sys.stdout is sys.stderr:
+            sys.stdout = real
+        _JSON_OUT.pop()
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out = _JSON_OUT[-1] if _JSON_OUT else sys.stdout
+    out.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out.flush()
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]], caption: str = ""):

@@ -7,9 +7,13 @@ handlers (logging's flush, multiprocessing's join of worker processes, coverage'
 a flush of stdout/stderr — and then ends the process with ``os._exit``.
 
 Every file zoo writes is complete before it is renamed into place (``zoo.io.atomic``), so
-skipping finalisers loses nothing. The normal exit is kept where it matters: a non-daemon
-thread still running (the interpreter would wait for it), under torchrun (process groups
-tear down in finalisers), or when ``ZOO_NORMAL_EXIT=1``.
+skipping finalisers loses nothing. The normal exit is kept where it matters: under
+torchrun (process groups tear down in finalisers), or when ``ZOO_NORMAL_EXIT=1``.
+
+A non-daemon thread still running (a plugin's hook may start one) gets
+:data:`THREAD_GRACE_S` seconds to finish; one still alive after that would keep the process
+alive forever after the work is done (the interpreter waits for it), so zoo says which
+threads it leaves behind and ends the process anyway.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import atexit
 import os
 import sys
 import threading
+import time
+
+THREAD_GRACE_S = 5.0  # for non-daemon threads still running when the command is done
 
 
 def exit_code(code) -> int:
@@ -30,19 +37,36 @@ def exit_code(code) -> int:
 
 
 def can_exit_now() -> bool:
-    if os.environ.get("ZOO_NORMAL_EXIT") == "1" or "LOCAL_RANK" in os.environ:
-        return False
+    return os.environ.get("ZOO_NORMAL_EXIT") != "1" and "LOCAL_RANK" not in os.environ
+
+
+def _lingering() -> list:
     main = threading.main_thread()
-    return not any(t is not main and t.is_alive() and not t.daemon
-                   for t in threading.enumerate())
+    return [t for t in threading.enumerate()
+            if t is not main and t.is_alive() and not t.daemon]
+
+
+def wait_for_threads(grace: float = THREAD_GRACE_S) -> list:
+    """Join the running non-daemon threads for up to ``grace`` seconds in all; the names
+    of those still alive afterwards (said on stderr)."""
+    deadline = time.monotonic() + grace
+    for thread in _lingering():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in _lingering()]
+    if left:
+        print(f"warning: {len(left)} thread(s) started by a plugin still running after "
+              f"the command finished ({', '.join(left[:3])}); not waiting for them",
+              file=sys.stderr, flush=True)
+    return left
 
 
 def exit_now(code) -> None:
     """End the process with ``code`` (a ``SystemExit.code``), skipping module teardown."""
     status = exit_code(code)
     run_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; absent elsewhere
-    if run_handlers is None or not can_exit_now():
-        sys.exit(status)
+    left = wait_for_threads()
+    if run_handlers is None or (not can_exit_now() and not left):
+        sys.exit(status)  # the interpreter's own exit: nothing left that would hang it
     run_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:

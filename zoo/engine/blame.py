@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo.engine.isolation import call_isolated
 from zoo.errors import PluginError, one_line
 
 #: where a job names its components: (catalog kind, job attribute path)
@@ -83,9 +84,9 @@ def notify(catalog, hook: str, warn: Callable[[str], None], **kwargs: Any) -> No
     """Call every plugin's ``hook`` implementation on its own; one that raises is reported
     with its plugin's name (through ``warn``) and the others still run."""
     pm = catalog.pm
-    # pluggy calls implementations last-registered first; keep that order
+    # pluggy calls implementations last-registered first; keep that order. Anything an
+    # observer raises (sys.exit, its own KeyboardInterrupt) is a warning; a real signal
+    # still interrupts (zoo.engine.isolation)
     for impl in reversed(pm.impls(hook)):
-        try:
-            pm.call_impl(impl, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - an observer must never stop a run
-            warn(f"plugin '{impl.plugin_name}': {hook} raised {one_line(exc)}; ignored")
+        call_isolated(lambda: pm.call_impl(impl, **kwargs),
+                      f"plugin '{impl.plugin_name}': {hook}", warn)

@@ -17,3 +17,5 @@ class RunContext:
     world_size: int = 1
     warnings: list = field(default_factory=list)
     log: Callable = print
+    #: the run's warn(message): recorded in summary.json's warnings, printed even with -q
+    warn: Callable | None = None

@@ -35,7 +35,31 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+#: signals that really arrived (our handlers count them): a KeyboardInterrupt raised by a
+#: plugin's own code is told apart from a real Ctrl-C by this count (zoo.engine.isolation)
+_RECEIVED = [0]
+
+
+def signals_received() -> int:
+    """How many SIGINT/SIGTERM/SIGHUP zoo's handlers have turned into exceptions."""
+    return _RECEIVED[0]
+
+
+def handlers_installed() -> bool:
+    """zoo's handlers are the current SIGINT handler (a real Ctrl-C is counted)."""
+    try:
+        return signal.getsignal(signal.SIGINT) is _raise_interrupt
+    except (ValueError, OSError):
+        return False
+
+
+def _raise_interrupt(signum, frame):
+    _RECEIVED[0] += 1
+    raise KeyboardInterrupt
+
+
 def _raise_terminated(signum, frame):
+    _RECEIVED[0] += 1
     raise Terminated(signum)
 
 
@@ -48,7 +72,7 @@ def install_signal_handlers() -> dict:
             old = signal.getsignal(sig)
             if old is signal.SIG_IGN:
                 continue
-            new = signal.default_int_handler if sig == signal.SIGINT else _raise_terminated
+            new = _raise_interrupt if sig == signal.SIGINT else _raise_terminated
             previous[sig] = signal.signal(sig, new)
         except (ValueError, OSError):  # not in the main thread: leave them as they are
             pass

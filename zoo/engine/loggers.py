@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo.engine.isolation import call_isolated
 from zoo.errors import did_you_mean
 
 _STATE = "_zoo_logger_state"
@@ -50,6 +51,10 @@ def unknown_message(catalog, name: str) -> str:
 
 
 def _warn(run, message: str) -> None:
+    warn = getattr(run, "warn", None)
+    if callable(warn):  # the run's warn: recorded in summary.json, printed even with -q
+        warn(message)
+        return
     warnings = getattr(run, "warnings", None)
     if isinstance(warnings, list) and message not in warnings:
         warnings.append(message)
@@ -75,12 +80,13 @@ def _state(run, epoch: int) -> _State:
         if not run.catalog.has("loggers", str(name)):
             _warn(run, f"WARNING: {unknown_message(run.catalog, str(name))}; ignored")
             continue
-        factory = run.catalog.get("loggers", str(name)).obj
-        try:
-            state.active[name] = factory(run, epoch)
-        except Exception as exc:  # a logger must never stop training
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            _warn(run, f"WARNING: {first}; logger '{name}' skipped")
+        comp = run.catalog.get("loggers", str(name))
+        # a logger must never stop training: anything it raises (sys.exit too) skips it
+        ok, logger = call_isolated(lambda: comp.obj(run, epoch),
+                                   f"WARNING: plugin '{comp.plugin}': logger '{name}' (start)",
+                                   lambda msg: _warn(run, f"{msg}; logger '{name}' skipped"))
+        if ok:
+            state.active[name] = logger
     return state
 
 
@@ -91,12 +97,12 @@ def log_epoch(run, epoch: int, metrics: dict) -> None:
         return
     state.last_epoch = epoch
     for name, logger in list(state.active.items()):
-        try:
-            logger.log_epoch(epoch, metrics)
-        except Exception as exc:
+        ok, _ = call_isolated(lambda: logger.log_epoch(epoch, metrics),
+                              f"WARNING: logger '{name}' failed: log_epoch",
+                              lambda msg: _warn(run, f"{msg}; disabled for the rest of "
+                                                     "this run"))
+        if not ok:
             del state.active[name]
-            _warn(run, f"WARNING: logger '{name}' failed ({type(exc).__name__}: {exc}); "
-                       "disabled for the rest of this run")
 
 
 def close_loggers(run, summary: dict) -> None:
@@ -106,9 +112,7 @@ def close_loggers(run, summary: dict) -> None:
         return
     state.closed = True
     for name, logger in list(state.active.items()):
-        try:
-            logger.close(summary)
-        except Exception as exc:
-            _warn(run, f"WARNING: logger '{name}' failed at the end of the run "
-                       f"({type(exc).__name__}: {exc})")
+        call_isolated(lambda: logger.close(summary),
+                      f"WARNING: logger '{name}' failed at the end of the run: close",
+                      lambda msg: _warn(run, msg))
     state.active.clear()

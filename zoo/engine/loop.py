@@ -150,10 +150,14 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             cached = feature_loaders(phase) if feature_loaders and fresh else None
             for epoch_in_phase in range(state.epoch - epoch_base, phase.epochs):
                 epoch = epoch_base + epoch_in_phase + 1
-                _fit_epoch(phase, epoch, model, job, loaders, metrics, rt, state, cached,
-                           on_epoch, log)
-                if checkpoint:
-                    ckpt.save(checkpoint, state)
+                result = _fit_epoch(phase, epoch, model, job, loaders, metrics, rt, state,
+                                    cached, log)
+                # the epoch's line in metrics.jsonl and its checkpoint: both or neither
+                with signals_deferred():
+                    if on_epoch:
+                        on_epoch(result)
+                    if checkpoint:
+                        ckpt.save(checkpoint, state)
                 if fault_epoch is not None and epoch == fault_epoch:
                     raise KeyboardInterrupt  # test-only: ZOO_FAULT=interrupt_after_epoch:N
             epoch_base += phase.epochs
@@ -300,7 +304,7 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
 
 
 def _fit_epoch(phase, epoch: int, model, job, loaders: dict, metrics: dict, rt, state,
-               cached: dict | None, on_epoch, log) -> None:
+               cached: dict | None, log) -> EpochResult:
     """One epoch of a ``steps="none"`` phase: ``phase.fit(ctx)``, then val like an epoch.
 
     Its result is always kept as the best state: a closed-form step (a fitted head,
@@ -332,8 +336,7 @@ def _fit_epoch(phase, epoch: int, model, job, loaders: dict, metrics: dict, rt, 
     state.best_epoch, state.bad_epochs = epoch, 0
     state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state.optimizer_state = None
-    if on_epoch:
-        on_epoch(result)
+    return result
 
 
 def _class_weights(job, loader, device):

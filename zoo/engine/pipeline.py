@@ -27,7 +27,7 @@ from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed
 from zoo.engine.build import build_metrics, make_plan
 from zoo.engine.context import RunContext
-from zoo.engine import guard
+from zoo.engine import guard, isolation
 from zoo.engine.blame import notify, plugin_error
 from zoo.engine import threads
 from zoo.engine.data import check_run_splits, make_loader
@@ -132,6 +132,10 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
     except ZooError as exc:
         rec.failed(str(exc), lambda s: _run_end(catalog, rec, s))
         raise
+    except SystemExit as exc:  # sys.exit() in a plugin's factory/metric: the plugin's failure
+        err = isolation.as_plugin_failure(exc, catalog, job, rec.stage, plugin_error)
+        rec.failed(str(err), lambda s: _run_end(catalog, rec, s))
+        raise err from None
     except Exception as exc:
         err = plugin_error(exc, catalog, job, rec.stage)
         rec.failed(str(err) if err else f"zoo bug: {one_line(exc)}",
@@ -148,8 +152,10 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
 
 def _run_end(catalog: Catalog, rec, summary: dict) -> None:
     if rec.ctx is not None:
+        before = len(summary.get("warnings") or [])
         notify(catalog, "on_run_end", rec.warn, run=rec.ctx, summary=summary)
         close_loggers(rec.ctx, summary)
+        isolation.rewrite_summary_if_warned(rec, summary, before)  # a late failure recorded
 
 
 def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: str | None,
@@ -157,7 +163,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     catalog.registry.check_requires()
     main = rec.main  # rank 0 (or the only process) writes, logs, shows progress
     log = _logger(quiet, main, console)
-    rec.warn = lambda msg: log(f"warning: {msg}", style="yellow")
+    rec.warn = isolation.Warner(log, quiet, main)  # recorded and printed, even with -q
     torch.manual_seed(job.seed)
     saved = None  # on --resume: the checkpoint's state (loader settings, ...)
     if resume:
@@ -172,6 +178,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     prep = prepare(catalog, job, check=(lambda classes: ckpt.check_resumable(resume, classes))
                    if resume else None)
     built, bundle, warnings = prep.built, prep.bundle, prep.warnings
+    rec.warn.attach(warnings)  # plugin failures end up in summary.json's warnings
     model, num_classes = built.model, len(prep.classes)
     check_run_splits(bundle, job.data)
     if resume:
@@ -243,7 +250,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
             rec.lock(run_dir)
         rec.run_dir = run_dir
     ctx = RunContext(job, run_dir, catalog, rank=distributed.rank(),
-                     world_size=distributed.world_size(), warnings=warnings, log=log)
+                     world_size=distributed.world_size(), warnings=warnings, log=log,
+                     warn=rec.warn)
     rec.ctx = ctx
     if main and not resume:  # a resume keeps the files the run started with
         atomic.write_text(run_dir / "job.yaml", job.to_yaml())

@@ -1,0 +1,102 @@
+"""Plugins at the side of a run (observers, loggers) cannot take it down.
+
+:func:`call_isolated` runs one piece of plugin code and turns *anything* it raises —
+``Exception``, ``SystemExit`` (``sys.exit()`` in ``on_epoch_end``), a ``KeyboardInterrupt``
+the plugin raised itself, ``GeneratorExit`` — into one warning naming the plugin; the run
+goes on.  A *real* Ctrl-C or SIGTERM still interrupts the run as documented: zoo's signal
+handlers count the signals they turn into exceptions (:func:`zoo.engine.guard.signals_received`),
+so an interrupt is passed on when a signal arrived while the plugin ran.
+
+:class:`Warner` is the run's ``warn``: every plugin failure (and every other warning said
+while the run goes on) is appended to ``summary.json``'s ``warnings`` and printed — on
+stderr when the run is quiet (``-q``, ``--json``): warnings are not progress.
+:func:`as_plugin_failure` names the plugin behind a ``SystemExit`` from any other plugin code
+(a factory, a metric): the run fails with one line and ``status: failed``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, Callable
+
+from zoo.engine import guard
+from zoo.errors import PluginError, one_line
+from zoo.io import atomic
+
+
+def _real_signal(exc: BaseException, seen_before: int) -> bool:
+    """``exc`` (KeyboardInterrupt or Terminated) came from a signal, not from plugin code."""
+    if guard.signals_received() != seen_before:
+        return True
+    if isinstance(exc, guard.Terminated) or guard.handlers_installed():
+        return False  # zoo's handlers are in place and counted no signal: the plugin's own
+    try:  # someone else's SIGINT handler: Python's default one raises it for a real Ctrl-C
+        return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    except (ValueError, OSError):
+        return True
+
+
+def call_isolated(fn: Callable[[], Any], who: str, warn: Callable[[str], None]) -> tuple:
+    """``(True, fn())``, or ``(False, None)`` after warning ``"{who} raised ...; ignored"``
+    when ``fn`` raised anything but a real interrupt (which propagates)."""
+    seen = guard.signals_received()
+    try:
+        return True, fn()
+    except (KeyboardInterrupt, guard.Terminated) as exc:
+        if _real_signal(exc, seen):
+            raise
+        warn(f"{who} raised {type(exc).__name__} (the plugin's own, not a signal); ignored")
+    except SystemExit as exc:
+        warn(f"{who} called sys.exit({exc.code!r}); ignored — a plugin cannot end the run")
+    except BaseException as exc:  # noqa: BLE001 - an observer must never stop a run
+        warn(f"{who} raised {one_line(exc)}; ignored")
+    return False, None
+
+
+class Warner:
+    """The run's ``warn(message)``: recorded in the summary's warnings, printed even when
+    quiet (on stderr then, so ``--json`` stdout stays JSON)."""
+
+    def __init__(self, log: Callable, quiet: bool, main: bool):
+        self.log, self.quiet, self.main = log, quiet, main
+        self.warnings: list = []
+
+    def attach(self, warnings: list) -> None:
+        """From now on record into ``warnings`` (the summary's list), with what was said."""
+        for message in self.warnings:
+            if message not in warnings:
+                warnings.append(message)
+        self.warnings = warnings
+
+    def __call__(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+        if not self.main:
+            return
+        line = message if message.lower().startswith("warning") else f"warning: {message}"
+        if self.quiet:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.log(line, style="yellow")
+
+
+def as_plugin_failure(exc: SystemExit, catalog, job, stage: str, blame) -> PluginError:
+    """A ``SystemExit`` raised by plugin code inside the run: one line naming the plugin when
+    the traceback shows which (``blame`` is :func:`zoo.engine.blame.plugin_error`)."""
+    named = blame(exc, catalog, job, stage)
+    if named is not None:
+        return named
+    where = f" while {stage}" if stage else ""
+    return PluginError(f"a plugin called sys.exit({exc.code!r}){where} — a plugin cannot "
+                       "end the run; rerun with --debug for the traceback")
+
+
+def rewrite_summary_if_warned(rec, summary: dict, before: int) -> None:
+    """``on_run_end`` and the loggers' ``close`` run after ``summary.json`` is written: a
+    failure there is a warning the file must still record."""
+    if (rec.main and rec.run_dir is not None and isinstance(summary, dict)
+            and len(summary.get("warnings") or []) > before):
+        try:
+            atomic.write_json(rec.run_dir / "summary.json", summary)
+        except OSError:
+            pass  # the run's own result stands; the warning was printed
