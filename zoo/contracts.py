@@ -13,7 +13,9 @@ zeros (no randomness drawn, train/eval mode restored).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import zlib
 from typing import Any
 
 from zoo.errors import PluginError, one_line
@@ -58,7 +60,9 @@ def check_backbone(comp, arch: str, backbone: Any) -> Any:
 def create_backbone(catalog, provider_name: str, arch: str, tag, pretrained: bool):
     """``provider.create(arch, tag, pretrained=...)`` with its return value checked."""
     comp = catalog.get("providers", provider_name)
-    return check_backbone(comp, arch, comp.obj.create(arch, tag, pretrained=pretrained))
+    with isolated_rng():  # every attempt starts from the same random state
+        backbone = comp.obj.create(arch, tag, pretrained=pretrained)
+    return check_backbone(comp, arch, backbone)
 
 
 def check_head(comp, head: Any, feature_dim: int, num_classes: int) -> Any:
@@ -152,3 +156,19 @@ def job_defaults_overreach(kind: str, tree: dict) -> list[str]:
         if kind not in kinds and isinstance(tree.get(section), dict) and key in tree[section]:
             bad.append(f"{section}.{key}")
     return bad
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int | None = None, stream: str = ""):
+    """Run plugin code on its own copy of torch's CPU random stream: the global stream is
+    the same afterwards whatever the code drew.  With ``seed`` the copy is first seeded from
+    ``(seed, stream)``, so what is built inside depends on the job's seed alone — not on
+    how many failed attempts came before (a hub that is offline, a store miss) or on which
+    plugins looked for weights."""
+    import torch  # lazy: torch
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed((int(seed) * 1_000_003 + zlib.crc32(stream.encode()))
+                              % (2 ** 63))
+        yield

@@ -26,11 +26,14 @@ class BuiltModel:
 
 def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     """Backbone (with resolved weights) + head, and its layer groups."""
-    ref = catalog.resolve_model(job.model)
     head_comp = catalog.get("heads", job.head.name)
-    backbone, weights = resolve_and_load(catalog, ref, job.weights, warnings)
+    # model init depends on the seed alone, not on how weights were looked for (zoo.contracts)
+    with contracts.isolated_rng(job.seed, "backbone"):
+        ref = catalog.resolve_model(job.model)  # listing providers' models draws nothing
+        backbone, weights = resolve_and_load(catalog, ref, job.weights, warnings)
     try:
-        head = head_comp.obj(backbone.feature_dim, num_classes, **job.head.params)
+        with contracts.isolated_rng(job.seed, "head"):
+            head = head_comp.obj(backbone.feature_dim, num_classes, **job.head.params)
     except TypeError as exc:
         raise ConfigError(f"head '{job.head.name}' rejected its params {job.head.params}: "
                           f"{exc}") from None

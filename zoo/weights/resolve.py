@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zoo.contracts import create_backbone
+from zoo.contracts import create_backbone, isolated_rng
 from zoo.errors import CheckpointError, WeightsError
 from zoo.io.regular import not_regular
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
@@ -214,7 +214,8 @@ def _from_plugins(catalog, model: str, tag, store, looked: list[str]):
     pm = catalog.pm
     for impl in pm.impls("resolve_weights"):
         try:
-            found = pm.call_impl(impl, backbone=model, tag=tag, store=store)
+            with isolated_rng():  # what a plugin draws never moves the run's random stream
+                found = pm.call_impl(impl, backbone=model, tag=tag, store=store)
         except Exception as exc:
             looked.append(f"plugin {impl.plugin_name} (raised {type(exc).__name__}: {exc})")
             continue
