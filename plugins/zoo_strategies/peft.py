@@ -99,6 +99,7 @@ class LoRA(Strategy):
     def plan(self, model, groups, job):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
+        from .adapter_budget import check_adapter_budget  # lazy: torch
         from .peft_targets import PeftAdapters, choose_targets  # lazy: torch (peft on apply)
 
         p = self.params(job)
@@ -107,6 +108,7 @@ class LoRA(Strategy):
         dropout = self.number(p, "dropout", float, 0.0, 1.0)
         rslora = self.flag(p, "rslora")
         targets, notes = choose_targets(model.backbone.body, p["targets"], self.name)
+        check_adapter_budget(model.backbone.body, targets, r, self.name, self.dora)
         change = PeftAdapters(targets, r=r, alpha=alpha, dropout=dropout, rslora=rslora,
                               dora=self.dora, excluded_notes=notes)
         sel = Selection("adapters", params=("backbone.body.*lora_*",))

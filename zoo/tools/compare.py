@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from zoo.engine.budget import bounded_int
 from zoo.catalog import get_catalog
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
@@ -56,6 +57,10 @@ def split_sets(sets: list[str], strategies: list[str]) -> dict[str, list[str]]:
     return {s: common + own[s] for s in strategies}
 
 
+#: seeds per strategy: each is a whole training run
+MAX_SEEDS = 1000
+
+
 def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
             flags: dict | None = None, sets: list[str] | None = None, config=None,
             preset: str | None = None, out: str | None = None, name: str | None = None,
@@ -80,13 +85,14 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     base = load_job(model, config=config, preset=preset, flags=flags, sets=common,
                     registry=catalog.registry)
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+        bounded_int(seeds, "--seeds", 1, MAX_SEEDS, "every seed is a whole training run "
+                    "per strategy; pass a list of seeds for more control")
         seed_list = [base.seed + i for i in range(seeds)]
     else:
         seed_list = list(dict.fromkeys(int(s) for s in seeds))
         if not seed_list:
             raise ConfigError("compare needs at least one seed")
+        bounded_int(len(seed_list), "the number of seeds", 1, MAX_SEEDS)
     if any(not 0 <= s < 2**32 for s in seed_list):
         raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
     check_strategies(catalog, strategies, lambda strategy: load_job(

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from zoo.engine.budget import bounded_int
 from zoo.catalog import get_catalog
 from zoo.engine.data import load_splits, make_loader
 from zoo.io import atomic
@@ -68,6 +69,9 @@ def parse_candidates(models: str | list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+MAX_KNN_K = 10_000  # neighbours that vote in the kNN score
+
+
 def rank(models, *, metric: str = "logme", flags: dict | None = None,
          sets: list[str] | None = None, config=None, preset: str | None = None,
          validate: int = 0, validate_strategy: str = "linear-probe", knn_k: int = 5,
@@ -84,6 +88,7 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
                           f"(choose from {', '.join(METRICS)})")
     if validate < 0:
         raise ConfigError(f"--validate must be >= 0, got {validate}")
+    bounded_int(knn_k, "--knn-k", 1, MAX_KNN_K, "the k nearest neighbours that vote")
     catalog = catalog or get_catalog()
     candidates = parse_candidates(models)
     for name, _ in candidates:  # a typo fails now, not after the other models' extraction
