@@ -123,8 +123,11 @@ def test_resume_with_a_checkpoint_of_another_architecture(finished, capsys, tmp_
 def test_resume_of_a_finished_run_changes_nothing(finished, capsys):
     _, done, _ = finished
     before = snapshot(done)
-    code, _, err = cli(capsys, "run", "--resume", done)
-    assert "already completed" in assert_one_line_error(err, code)
+    code, out, err = cli(capsys, "run", "--resume", done)
+    # complete is success for a requeue script: exit 0, and it says so (issue 24)
+    assert code == 0 and "the run is complete" in out and not err.strip()
+    code, out, _ = cli(capsys, "run", "--resume", done, "--json")
+    assert code == 0 and json.loads(out)["status"] == "completed"
     assert snapshot(done) == before
 
 

@@ -81,11 +81,22 @@ def entry() -> None:
     quick_exit.exit_now(code)
 
 
+def _check_working_directory() -> None:
+    """A deleted working directory: one line now, before torch is imported (its MKL loader
+    dies with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so" there)."""
+    try:
+        os.getcwd()
+    except (FileNotFoundError, OSError):
+        fail("the current working directory no longer exists (deleted or unmounted) — cd to "
+             "an existing folder and run zoo again")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     output.DEBUG = DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
     if "--debug" in args:  # accepted before or after the subcommand
         args = [a for a in args if a != "--debug"]
+    _check_working_directory()
     try:
         _register_builtin_commands()
         _register_plugin_commands()

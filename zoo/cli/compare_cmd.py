@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from zoo.api import compare, get_catalog
-from zoo.cli.output import console, print_json, table
+from zoo.cli.output import console, print_json, progress_log, quiet_option, table
 from zoo.cli.run_cmd import flags_tree, job_options
 
 
@@ -24,7 +24,9 @@ def register(cli: click.Group) -> None:
               help="Unlabeled target images for adabn/dann/mcc (a folder or dataset name).")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json only.")
-def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, sets, **flags):
+@quiet_option
+def compare_cmd(model, strategies, seeds, as_json, quiet, preset, config, registry, sets,
+                **flags):
     """Compare transfer strategies for MODEL on the same data and splits.
 
     \b
@@ -42,11 +44,9 @@ def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, set
     tree = flags_tree(cat, **flags)
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     out = console(stderr=as_json)
-    if not as_json:
+    if not as_json and not quiet:
         out.print(f"[bold]zoo compare[/bold] {model} · {', '.join(names)} · {seeds} seed(s)")
-
-    def log(message):
-        out.print(message, markup=False, highlight=False)
+    log = progress_log(out, quiet)
 
     result = compare(model, names, seeds=seeds, flags=tree, sets=list(sets), config=config,
                      preset=preset, catalog=cat, log=log)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from zoo import api
-from zoo.cli.output import console, print_json
+from zoo.cli.output import console, print_json, progress_log, quiet_option
 from zoo.cli.run_cmd import flags_tree, job_options
 
 
@@ -25,8 +25,9 @@ def register(cli: click.Group) -> None:
               help="Stop once the smoothed loss exceeds this multiple of its minimum.")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print lr_find.json only.")
-def lr_find_cmd(model, strategy, start_lr, end_lr, steps, diverge, as_json, preset, config,
-                registry, sets, **flags):
+@quiet_option
+def lr_find_cmd(model, strategy, start_lr, end_lr, steps, diverge, as_json, quiet, preset,
+                config, registry, sets, **flags):
     """Find a learning rate: loss vs an exponentially growing LR (Smith 2017).
 
     \b
@@ -40,9 +41,7 @@ def lr_find_cmd(model, strategy, start_lr, end_lr, steps, diverge, as_json, pres
     cat = api.get_catalog(registry=registry) if registry else api.get_catalog()
     tree = flags_tree(cat, strategy=strategy, **flags)
     out = console(stderr=as_json)
-
-    def log(message):
-        out.print(message, markup=False, highlight=False)
+    log = progress_log(out, quiet)
 
     result = api.lr_find(model, flags=tree, sets=list(sets), config=config, preset=preset,
                          start_lr=start_lr, end_lr=end_lr, steps=steps, diverge=diverge,
@@ -51,14 +50,15 @@ def lr_find_cmd(model, strategy, start_lr, end_lr, steps, diverge, as_json, pres
         print_json(result)
         return
     steep = result.get("steepest_lr")
+    say = progress_log(out, False)  # the result: printed with -q too
     log(f"zoo lr-find · {result['model']} · {result['strategy']} (phase {result['phase']}, "
         f"{result['optimizer']}): {result['steps']} steps from {result['start_lr']:.0e}")
     for note in result["notes"]:
         log(f"note: {note}")
-    log(f"suggested lr: {result['suggested_lr']:.3g} (smoothed-loss minimum at "
+    say(f"suggested lr: {result['suggested_lr']:.3g} (smoothed-loss minimum at "
         f"{result['min_lr']:.3g}, / 10)" + (f"; steepest descent at {steep:.3g}" if steep
                                             else ""))
-    log(f"use it: zoo run {result['model']} -s {result['strategy']} --lr "
+    say(f"use it: zoo run {result['model']} -s {result['strategy']} --lr "
         f"{result['suggested_lr']:.2g}")
-    log(f"lr-find folder: {result['dir']} (lr_find.json"
+    say(f"lr-find folder: {result['dir']} (lr_find.json"
         + (", lr_find.png)" if result.get("plot") else ")"))

@@ -43,6 +43,20 @@ def json_stdout() -> Iterator[None]:
         _JSON_OUT.pop()
 
 
+def quiet_option(func):
+    """``-q/--quiet`` as every command that shows progress takes it."""
+    return click.option("--quiet", "-q", is_flag=True,
+                        help="No progress lines: only the result (warnings and errors "
+                             "still go to stderr).")(func)
+
+
+def progress_log(out, quiet: bool):
+    """The ``log(message)`` a command hands the API: its progress lines, or nothing."""
+    if quiet:
+        return lambda message: None
+    return lambda message: out.print(message, markup=False, highlight=False)
+
+
 def print_json(obj: Any) -> None:
     out = _JSON_OUT[-1] if _JSON_OUT else sys.stdout
     out.write(json.dumps(obj, indent=2, default=str) + "\n")

@@ -6,7 +6,7 @@ import click
 
 from zoo import api as ex
 from zoo.api import RANK_METRICS as METRICS, get_catalog, rank_models as rank, ranked
-from zoo.cli.output import console, print_json, table
+from zoo.cli.output import console, print_json, progress_log, quiet_option, table
 from zoo.cli.run_cmd import flags_tree, job_options
 
 
@@ -33,7 +33,8 @@ def _fmt(v, digits: int = 4) -> str:
               help="Neighbours of the k-NN sanity column.")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print rank.json only.")
-def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset, config,
+@quiet_option
+def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, quiet, preset, config,
              registry, sets, **flags):
     """Rank backbones by how well they should transfer to the data, without training.
 
@@ -51,12 +52,10 @@ def rank_cmd(models, metric, validate, validate_strategy, knn_k, as_json, preset
     cat = get_catalog(registry=registry) if registry else get_catalog()
     tree = flags_tree(cat, **flags)
     out = console(stderr=as_json)
-    if not as_json:
+    if not as_json and not quiet:
         out.print(f"[bold]zoo rank[/bold] {models} · metric {metric} · data "
                   f"{flags.get('data') or 'job default'}")
-
-    def log(message):
-        out.print(message, markup=False, highlight=False)
+    log = progress_log(out, quiet)
 
     result = rank(models, metric=metric, flags=tree, sets=list(sets), config=config,
                   preset=preset, validate=validate, validate_strategy=validate_strategy,
@@ -128,7 +127,8 @@ def print_ranking(out, result: dict) -> None:
 @click.option("--out", default=None, help="Output folder (default RUN_DIR/explain).")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON only.")
-def explain_cmd(run_dir, images, method, target, top_losses, out, device, as_json):
+@quiet_option
+def explain_cmd(run_dir, images, method, target, top_losses, out, device, as_json, quiet):
     """Attribution maps of a finished run's model: what it looks at.
 
     \b
@@ -156,6 +156,9 @@ def explain_cmd(run_dir, images, method, target, top_losses, out, device, as_jso
         print_json(result)
         return
     con = console()
+    if quiet:  # the result alone: where the maps are
+        con.print(f"maps: {result['dir']}")
+        return
     rows = []
     for r in result["images"]:
         row = [r["image"], f"{r['predicted_class']} ({r['probability']:.2f})",

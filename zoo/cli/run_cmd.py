@@ -9,6 +9,7 @@ from zoo.cli import output
 from zoo.cli.output import console, print_json, table
 from zoo.api import JobSpec, check_out_dir, get_catalog, load_job, load_run_job
 from zoo.errors import ZooError
+from zoo.io import runfolder
 
 
 def register(cli: click.Group) -> None:
@@ -163,6 +164,15 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
                                    f"{', '.join(given)} (start a new run to change the job)")
 
         job = load_run_job(resume)
+        done = runfolder.read_summary(runfolder.require_run_dir(resume))
+        if done is not None and done.get("status") == "completed":
+            # a preempted job's requeue script resumes blindly: complete is success (exit 0)
+            if as_json:
+                print_json(done)
+            else:
+                click.echo(f"{resume}: the run is complete — nothing to resume "
+                           f"(`zoo eval {resume}` re-evaluates it)")
+            return
     else:
         if not model and not config and not preset and not any(s.startswith("model=")
                                                                 for s in sets):

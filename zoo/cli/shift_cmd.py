@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from zoo import api
-from zoo.cli.output import console, print_json
+from zoo.cli.output import console, print_json, progress_log, quiet_option
 from zoo.cli.run_cmd import flags_tree, job_options
 
 
@@ -31,8 +31,9 @@ def register(cli: click.Group) -> None:
 @click.option("--no-layers", is_flag=True, help="Score the pooled features only.")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print shift.json only.")
+@quiet_option
 def shift_cmd(model, source, target, source_params, target_params, split, max_images,
-              no_layers, as_json, preset, config, registry, sets, **flags):
+              no_layers, as_json, quiet, preset, config, registry, sets, **flags):
     """Measure how far the target data is from the source, in the backbone's features.
 
     \b
@@ -50,8 +51,7 @@ def shift_cmd(model, source, target, source_params, target_params, split, max_im
     src = api.shift_domain(cat, source, source_params)
     tgt = api.shift_domain(cat, target, target_params)
 
-    def log(message):
-        out.print(message, markup=False, highlight=False)
+    log = progress_log(out, quiet)
 
     result = api.measure_shift(model, source=src, target=tgt, flags=tree, sets=list(sets),
                                config=config, preset=preset, split=split,

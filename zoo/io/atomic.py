@@ -64,6 +64,11 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def why(exc: OSError) -> str:
+    """The cause of a failed write and its fix, in words (for callers' own messages)."""
+    return _why(exc)
+
+
 def _why(exc: OSError) -> str:
     """The cause of a failed write and its fix, in words."""
     if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):

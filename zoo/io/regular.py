@@ -16,7 +16,7 @@ def not_regular(path: str | Path) -> str | None:
     "does not exist", "a folder", "a FIFO (named pipe)", "a device", "a socket"."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: not there
         return "does not exist"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"

@@ -38,10 +38,13 @@ from pathlib import Path
 from typing import Iterator
 
 from zoo.io import atomic
-from zoo.errors import WeightsError
+from zoo.io.regular import not_regular
+from zoo.io.yamlio import read_bounded
+from zoo.errors import ConfigError, WeightsError
 from zoo.weights.formats import ResolvedWeights, read_safetensors, sha256_file, zoo_home
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 << 20  # thousands of entries are a few MB
 LOCK = ".lock"
 SCHEMA = 1
 FILE_NAME = "weights.safetensors"
@@ -107,13 +110,19 @@ def folder_name(model: str, tag: str | None) -> str:
 def locked(root: Path) -> Iterator[None]:
     """Exclusive lock on ``root/.lock`` (POSIX ``flock``): a second writer is told it waits,
     then blocks until the first is done, so two writes of one entry never interleave."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / LOCK, "a+")
+    except OSError as exc:  # a read-only $ZOO_HOME: one line, not a traceback
+        raise WeightsError(f"cannot write the weight store {root}: {atomic.why(exc)}"
+                           ) from None
     try:
         import fcntl  # lazy: optional dependency (fcntl)
     except ImportError:  # pragma: no cover - non-POSIX: temp+rename still keeps files whole
+        fh.close()
         yield
         return
-    with open(root / LOCK, "a+") as fh:
+    with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -131,13 +140,17 @@ def locked(root: Path) -> Iterator[None]:
 def read_manifest(root: Path) -> dict:
     """``{"schema": 1, "weights": {key: entry}}``; an absent manifest is an empty one."""
     path = root / MANIFEST
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    problem = not_regular(path)
+    if problem == "does not exist":
         return {"schema": SCHEMA, "weights": {}}
-    except OSError as exc:
+    if problem is not None:  # a FIFO would hang the read
+        raise WeightsError(f"the weight store manifest {path} {problem} — delete it and "
+                           "`zoo weights pull`/`import` again")
+    try:
+        text = read_bounded(path, MAX_MANIFEST_BYTES, "weight store manifest").decode("utf-8")
+    except (ConfigError, UnicodeDecodeError) as exc:
         raise WeightsError(f"cannot read the weight store manifest {path}: "
-                           f"{exc.strerror or exc}") from None
+                           f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
     try:
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):

@@ -1,0 +1,99 @@
+"""Reliability round 3, class G (issue 24): the rest — each a one-line clear error, or the
+right behaviour: regular files only where zoo reads, a read-only ``$ZOO_HOME``, a completed
+run resumed, ``-q`` on every command that shows progress, a deleted working directory,
+symlinked class folders leaving the data root, network loggers' timeouts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoo_cli_helpers import assert_one_line_error, cli, zoo
+
+MODEL = "timm:test_resnet"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "zoo"
+    monkeypatch.setenv("ZOO_HOME", str(path))
+    return path
+
+
+def _weights_file(tmp_path: Path) -> Path:
+    import timm
+
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    save_file(timm.create_model("test_resnet").state_dict(), path)
+    return path
+
+
+def test_a_fifo_as_the_store_manifest_is_an_error_not_a_hang(home, tmp_path):
+    (home / "weights").mkdir(parents=True)
+    os.mkfifo(home / "weights" / "manifest.json")
+    proc = zoo("weights", "list", env={"ZOO_HOME": str(home)}, timeout=60)
+    line = assert_one_line_error(proc)
+    assert "manifest" in line and "FIFO" in line
+
+
+def test_weights_import_into_an_unwritable_zoo_home_is_one_line(tmp_path, capsys,
+                                                               monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ZOO_HOME", str(blocker / "home"))  # mkdir fails: ENOTDIR
+    code, _, err = cli(capsys, "weights", "import", _weights_file(tmp_path), "--model", MODEL)
+    line = assert_one_line_error(err, code)
+    assert "cannot write the weight store" in line and "zoo bug" not in line
+
+
+def test_read_only_store_error_names_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from zoo.errors import WeightsError
+    from zoo.weights import store
+
+    def refuse(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(WeightsError, match=r"Read-only file system; choose a writable place"):
+        with store.locked(tmp_path / "ro"):
+            pass
+
+
+@pytest.mark.parametrize("command", ["compare", "rank", "lr-find", "shift", "explain"])
+def test_every_command_that_shows_progress_takes_quiet_and_json(capsys, command):
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0 and "-q, --quiet" in out and "--json" in out
+
+
+def test_lr_find_quiet_prints_the_result_only(capsys, tmp_path, home):
+    args = ["lr-find", MODEL, "-s", "finetune", "--steps", "10", "--weights", "none",
+            "--set", "data.params.per_class=8", "--out", tmp_path]
+    code, out, _ = cli(capsys, *args, "-q")
+    assert code == 0 and "suggested lr:" in out and "lr-find folder:" in out
+    assert "zoo lr-find ·" not in out and "note:" not in out
+    code, out, _ = cli(capsys, *args)
+    assert code == 0 and "zoo lr-find ·" in out  # without -q the progress is there
+
+
+def test_running_from_a_deleted_working_directory_is_one_line_or_works(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = ("import os, sys, runpy; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+            "sys.argv = ['zoo', 'list', 'test_*']; runpy.run_module('zoo', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path if p]))
+    proc = subprocess.run([sys.executable, "-c", code, str(gone)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert "oneMKL" not in proc.stderr and "Traceback" not in proc.stderr
+    if proc.returncode != 0:
+        line = assert_one_line_error(proc)
+        assert "working directory" in line
