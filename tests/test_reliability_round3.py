@@ -97,3 +97,46 @@ def test_running_from_a_deleted_working_directory_is_one_line_or_works(tmp_path)
     if proc.returncode != 0:
         line = assert_one_line_error(proc)
         assert "working directory" in line
+
+
+# -- symlinked class folders leaving the data root -------------------------------------------
+def _image_folder(root: Path, classes=("a", "b"), n: int = 3) -> None:
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 40, 60, 0)).save(root / c / f"{i}.png")
+
+
+def test_links_leaving_the_data_root_are_skipped_and_counted(tmp_path):
+    from zoo_datasets.folder import scan
+
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _image_folder(data)
+    _image_folder(outside, classes=("c", "x"), n=4)
+    os.symlink(outside / "c", data / "c")                  # a class folder leaving the root
+    os.symlink(outside / "x", data / "a" / "more")         # a subfolder leaving the root
+    os.symlink(outside / "x" / "0.png", data / "b" / "9.png")  # a file leaving the root
+    index = scan(str(data), False)
+    assert index.classes == ["a", "b"]
+    assert sorted(index.files) == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
+    [warning] = [w for w in index.warnings if "outside the data folder" in w]
+    assert warning.startswith("skipped 3 link(s)") and "follow_links=true" in warning
+    followed = scan(str(data), False, follow_links=True)    # the user opted in
+    assert followed.classes == ["a", "b", "c"] and len(followed.files) == 6 + 4 + 4 + 1
+    assert not any("outside the data folder" in w for w in followed.warnings)
+
+
+def test_follow_links_is_a_checked_folder_parameter(tmp_path):
+    from zoo.errors import DataError
+    from zoo.jobspec import DataSpec
+    from zoo_datasets.folder import build
+
+    data = tmp_path / "data"
+    _image_folder(data, n=6)
+    ok = build(DataSpec(path=str(data), params={"follow_links": True}), "train", None, 0)
+    assert len(ok) > 0
+    for params in ({"follow_links": "yes"}, {"follw_links": True}):
+        with pytest.raises(DataError, match="follow_links"):
+            build(DataSpec(path=str(data), params=params), "train", None, 0)

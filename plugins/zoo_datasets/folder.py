@@ -14,8 +14,10 @@ Scanning happens once per folder (see :mod:`zoo_datasets.memo`) and decides the 
 it must know which files are usable: every file's header is read (PNG checksums and the
 JPEG end marker too), and files that fail — empty, not an image, corrupt or truncated,
 over PIL's decompression-bomb limit, broken links — are skipped and counted in
-``warnings``.  Hidden files and folders are skipped silently; symlinks are followed, each
-real folder once per class, so a link loop ends.
+``warnings``.  Hidden files and folders are skipped silently; symlinks inside the data root
+are followed, each real folder once per class, so a link loop ends.  A link that leads
+*outside* the data root (a class folder linked to ``/etc``) is skipped and counted in
+``warnings``, unless the user opts in with ``data.params.follow_links: true``.
 
 With ``data.cache_images`` true — or left null for a folder under 5,000 images whose
 decoded size fits in 1 GiB — every image is decoded during the scan into uint8 tensors at
@@ -100,12 +102,14 @@ def _layout(root: str) -> dict[str, str] | None:
     return found if _entries(os.path.join(root, found["train"]))[0] else None
 
 
-def _walk(class_dir: str, root: str | None = None) -> list[str]:
+def _walk(class_dir: str, root: str | None = None, external: list | None = None
+          ) -> list[str]:
     """Every non-hidden file under ``class_dir``; each real folder visited once.
 
     A symlinked folder that leads back into the dataset outside this class (to the root,
     above it, or to another class's folder) is not followed: it would relabel that class's
-    images as this one.
+    images as this one.  With ``external`` (a list), a link — folder or file — that leads
+    outside ``root`` is not followed either, but appended to ``external``.
     """
     seen: set[str] = set()
     out: list[str] = []
@@ -120,9 +124,21 @@ def _walk(class_dir: str, root: str | None = None) -> list[str]:
                 _inside(real, root_real) or _inside(root_real, real)):
             dirnames[:] = []
             continue
+        if external is not None and root_real and not _inside(real, root_real):
+            external.append(dirpath)  # a linked folder leaving the data root
+            dirnames[:] = []
+            continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not _hidden(f)]
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if _hidden(name):
+                continue
+            if (external is not None and root_real and os.path.islink(path)
+                    and not _inside(os.path.realpath(path), root_real)):
+                external.append(path)  # a linked file leaving the data root
+                continue
+            out.append(path)
     return out
 
 
@@ -161,8 +177,9 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:_SHOWN]) + (", ..." if len(items) > _SHOWN else "")
 
 
-def _find(root: str, layout: dict | None):
-    """Candidate files as (origin, class, absolute path), plus loose files and class names."""
+def _find(root: str, layout: dict | None, external: list | None = None):
+    """Candidate files as (origin, class, absolute path), plus loose files and class names;
+    links leaving ``root`` are skipped into ``external`` (None: followed)."""
     groups = [(split, os.path.join(root, d)) for split, d in layout.items()] if layout \
         else [(None, root)]
     candidates: list[tuple[str | None, str, str]] = []
@@ -173,7 +190,8 @@ def _find(root: str, layout: dict | None):
         loose += [os.path.relpath(os.path.join(group, f), root) for f in files]
         class_names.update(class_dirs)
         for name in class_dirs:
-            candidates += [(origin, name, p) for p in _walk(os.path.join(group, name), root)]
+            candidates += [(origin, name, p)
+                           for p in _walk(os.path.join(group, name), root, external)]
     return candidates, loose, sorted(class_names)
 
 
@@ -198,10 +216,11 @@ def _check(candidates: list, cache_images: bool | None):
             failed)
 
 
-def scan(root: str, cache_images: bool | None) -> FolderIndex:
+def scan(root: str, cache_images: bool | None, follow_links: bool = False) -> FolderIndex:
     """Find, check (and maybe decode) every image under ``root``; raise DataError if unusable."""
     layout = _layout(root)
-    candidates, loose, class_dirs = _find(root, layout)
+    external: list | None = None if follow_links else []
+    candidates, loose, class_dirs = _find(root, layout, external)
     usable, images, failed = _check(candidates, cache_images)
 
     def rel(path: str) -> str:
@@ -216,6 +235,10 @@ def scan(root: str, cache_images: bool | None) -> FolderIndex:
         raise DataError(f"{root} has only one class ('{classes[0]}'): classification needs "
                         f"at least 2 classes, one subfolder each")
     warnings = []
+    if external:
+        warnings.append(f"skipped {len(external)} link(s) leading outside the data folder "
+                        f"{root}: {_listing([rel(p) for p in external])} — set "
+                        "data.params.follow_links=true to follow them")
     if failed:
         reasons = Counter(reason for _, reason in failed)
         detail = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
@@ -296,12 +319,16 @@ def _check_path(path: str | None,
 
 
 def build(spec, split: str, transform, seed: int) -> FolderDataset:
-    if spec.params:
-        raise DataError(f"unknown folder dataset parameter '{next(iter(spec.params))}' "
-                        f"(folder takes none: set data.path, val_split, test_split, ...)")
+    unknown = [k for k in spec.params if k != "follow_links"]
+    if unknown:
+        raise DataError(f"unknown folder dataset parameter '{unknown[0]}' (folder takes "
+                        f"follow_links: true|false; set data.path, val_split, test_split, ...)")
+    follow = spec.params.get("follow_links", False)
+    if not isinstance(follow, bool):
+        raise DataError(f"data.params.follow_links must be true or false, got {follow!r}")
     root = _check_path(spec.path)
-    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images)
-    index = memo(key, lambda: scan(root, spec.cache_images))
+    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images, follow)
+    index = memo(key, lambda: scan(root, spec.cache_images, follow))
     parts, split_warnings = split_positions(index, spec.val_split, spec.test_split, seed)
     positions = parts[split]
     if split == "train":

@@ -22,16 +22,21 @@ from .memo import memo
 CLASSES = ["unlabeled"]  # one pseudo-class: the labels of these images are never read
 
 
-def scan(root: str, cache_images: bool | None) -> FolderIndex:
+def scan(root: str, cache_images: bool | None, follow_links: bool = False) -> FolderIndex:
     layout = _layout(root)
     base = os.path.join(root, layout["train"]) if layout else root
-    candidates = [(None, CLASSES[0], p) for p in _walk(base, root)]
+    external: list | None = None if follow_links else []  # links leaving the root: skipped
+    candidates = [(None, CLASSES[0], p) for p in _walk(base, root, external)]
     usable, images, failed = _check(candidates, cache_images)
     if not usable:
         raise DataError(f"no readable images under {base} — target_data needs a folder of "
                         "images (any layout; labels are not used)")
     rel = [os.path.relpath(p, root).replace(os.sep, "/") for _, _, p in usable]
     warnings = []
+    if external:
+        warnings.append(f"skipped {len(external)} link(s) leading outside {root}: "
+                        f"{_listing([os.path.relpath(p, root) for p in external])} — set "
+                        "target_data.params.follow_links=true to follow them")
     if failed:
         warnings.append(f"skipped {len(failed)} unreadable file(s) under {base}: "
                         f"{_listing([os.path.relpath(p, root) for p, _ in failed])}")
@@ -40,12 +45,17 @@ def scan(root: str, cache_images: bool | None) -> FolderIndex:
 
 
 def build(spec, split: str, transform, seed: int) -> FolderDataset:
-    if spec.params:
-        raise DataError(f"unknown unlabeled dataset parameter '{next(iter(spec.params))}' "
-                        "(unlabeled takes none: set target_data.path)")
+    unknown = [k for k in spec.params if k != "follow_links"]
+    if unknown:
+        raise DataError(f"unknown unlabeled dataset parameter '{unknown[0]}' (unlabeled "
+                        "takes follow_links: true|false; set target_data.path)")
+    follow = spec.params.get("follow_links", False)
+    if not isinstance(follow, bool):
+        raise DataError(f"target_data.params.follow_links must be true or false, got "
+                        f"{follow!r}")
     root = _check_path(spec.path, "pass --target-data PATH to a folder of images (any layout)")
-    key = ("unlabeled", os.path.realpath(root), signature(root), spec.cache_images)
-    index = memo(key, lambda: scan(root, spec.cache_images))
+    key = ("unlabeled", os.path.realpath(root), signature(root), spec.cache_images, follow)
+    index = memo(key, lambda: scan(root, spec.cache_images, follow))
     positions = list(range(len(index.files))) if split == "train" else []
     if split == "train" and spec.max_per_class:
         import random  # lazy: only when capping
