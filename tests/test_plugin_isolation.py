@@ -248,3 +248,48 @@ def test_chatty_plugin_with_a_lingering_thread_keeps_json_clean_and_exits(tmp_pa
     assert "on_epoch_end raised RuntimeError: observer broke" in proc.stderr  # even with -q
     assert any("observer broke" in w for w in summary["warnings"])
     assert "plugin-sleeper" in proc.stderr  # said which thread was left behind
+
+
+# -- loggers never block training ----------------------------------------------------------
+class _StuckLogger:
+    """A logger whose service never answers (a closed port behind a retrying client)."""
+
+    release = None
+
+    def __init__(self, run, first_epoch):
+        pass
+
+    def log_epoch(self, epoch, metrics):
+        _StuckLogger.release.wait(60)
+
+    def close(self, summary):
+        pass
+
+
+class StuckLoggerPlugin:
+    name = "stuck-logger-plugin"
+
+    @hookimpl
+    def register_loggers(self, register):
+        register("stuck", _StuckLogger)
+
+
+def test_a_hanging_logger_does_not_block_training_or_the_end(tmp_path, monkeypatch):
+    import threading
+
+    from zoo.engine import loggers
+
+    _StuckLogger.release = threading.Event()
+    monkeypatch.setattr(loggers, "CLOSE_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    try:
+        summary = run_tiny(make_catalog(StuckLoggerPlugin()), tmp_path, train={"epochs": 3},
+                           loggers=["stuck"])
+    finally:
+        _StuckLogger.release.set()
+    assert time.monotonic() - start < 40  # not 3 × 60 s of a logger that never returns
+    assert summary["status"] == "completed"
+    run_dir = _run_dir(tmp_path)
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+    written = json.loads((run_dir / "summary.json").read_text())
+    assert any("loggers were still busy" in w for w in written["warnings"])

@@ -15,12 +15,13 @@ stderr when the run is quiet (``-q``, ``--json``): warnings are not progress.
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from typing import Any, Callable
 
 from zoo.engine import guard
-from zoo.errors import PluginError, one_line
+from zoo.errors import PluginError, ZooError, one_line
 from zoo.io import atomic
 
 
@@ -91,12 +92,21 @@ def as_plugin_failure(exc: SystemExit, catalog, job, stage: str, blame) -> Plugi
                        "end the run; rerun with --debug for the traceback")
 
 
-def rewrite_summary_if_warned(rec, summary: dict, before: int) -> None:
-    """``on_run_end`` and the loggers' ``close`` run after ``summary.json`` is written: a
-    failure there is a warning the file must still record."""
-    if (rec.main and rec.run_dir is not None and isinstance(summary, dict)
-            and len(summary.get("warnings") or []) > before):
+def rewrite_summary_if_warned(rec, summary: dict, before: int | None = None) -> None:
+    """``on_run_end`` and the loggers (on their own thread) may warn after
+    ``summary.json`` is written: the file must still record every warning."""
+    if not (rec.main and rec.run_dir is not None and isinstance(summary, dict)
+            and summary.get("warnings")):
+        return
+    path = rec.run_dir / "summary.json"
+    try:
+        written = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        written = {}
+    if not isinstance(written, dict) or written.get("status") != summary.get("status"):
+        return  # not this summary's file (a refused resume keeps the run's own)
+    if len(written.get("warnings") or []) != len(summary["warnings"]):
         try:
-            atomic.write_json(rec.run_dir / "summary.json", summary)
-        except OSError:
+            atomic.write_json(path, summary)
+        except (OSError, ZooError):
             pass  # the run's own result stands; the warning was printed

@@ -5,7 +5,8 @@ A logger comes from a ``register_loggers`` hook, built-in (csv, tensorboard) or 
 ends, ``log_epoch(epoch, metrics)`` after each epoch, ``close(summary)`` once at the end.
 Only rank 0 logs.  A logger must never stop training: a factory that raises skips its
 logger, a logger that raises is disabled; both leave one line in ``summary.json``'s
-``warnings``.  The state lives on the run context, so calling :func:`log_epoch` twice for
+``warnings``.  Nor may it block training: every call runs on the run's logger thread
+(:mod:`zoo.engine.logger_worker`); the end of the run waits for it at most 30 s.  The state lives on the run context, so calling :func:`log_epoch` twice for
 one epoch, or :func:`close_loggers` twice, logs once.
 """
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.engine.isolation import call_isolated
+from zoo.engine.logger_worker import CLOSE_TIMEOUT_S, LoggerWorker
 from zoo.errors import did_you_mean
 
 _STATE = "_zoo_logger_state"
+_WORKER = "_zoo_logger_worker"
 
 
 def flatten(record: dict, prefix: str = "") -> dict:
@@ -90,8 +93,25 @@ def _state(run, epoch: int) -> _State:
     return state
 
 
+def _worker(run, create: bool = True) -> LoggerWorker | None:
+    """The run's logger thread (rank 0 with loggers only), started on first use."""
+    worker = getattr(run, _WORKER, None)
+    if worker is None and create and getattr(run.job, "loggers", None) \
+            and getattr(run, "rank", 0) == 0 and run.dir is not None:
+        worker = LoggerWorker()
+        setattr(run, _WORKER, worker)
+    return worker
+
+
 def log_epoch(run, epoch: int, metrics: dict) -> None:
-    """Hand the epoch record to every active logger (started on the first call)."""
+    """Queue the epoch record for every active logger (started on the first call); returns
+    at once — a slow logger never holds training up."""
+    worker = _worker(run)
+    if worker is not None:
+        worker.submit(f"log_epoch({epoch})", lambda: _log_epoch_now(run, epoch, metrics))
+
+
+def _log_epoch_now(run, epoch: int, metrics: dict) -> None:
     state = _state(run, epoch)
     if state.closed or epoch <= state.last_epoch:
         return
@@ -105,8 +125,21 @@ def log_epoch(run, epoch: int, metrics: dict) -> None:
             del state.active[name]
 
 
-def close_loggers(run, summary: dict) -> None:
-    """Give every active logger the run's summary and close it (once)."""
+def close_loggers(run, summary: dict, timeout: float | None = None) -> None:
+    """Give every active logger the run's summary and close it (once); wait for the
+    loggers at most ``timeout`` seconds, then say which is still busy and go on."""
+    worker = _worker(run, create=False)
+    if worker is None:
+        return
+    worker.submit("close", lambda: _close_now(run, summary))
+    timeout = CLOSE_TIMEOUT_S if timeout is None else timeout
+    if not worker.drain(timeout):
+        _warn(run, f"WARNING: the loggers were still busy ({worker.busy_with or 'queued'}) "
+                   f"{timeout:g} s after the run ended — not waiting for them; what they "
+                   "had not sent is not in their service")
+
+
+def _close_now(run, summary: dict) -> None:
     state = getattr(run, _STATE, None)
     if state is None or state.closed:
         return

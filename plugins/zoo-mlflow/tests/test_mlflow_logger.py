@@ -116,3 +116,20 @@ def test_unknown_logger_is_refused_with_did_you_mean(tmp_path):
     assert "unknown logger 'mlflw'" in err and "did you mean mlflow" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_a_tracking_server_that_is_down_never_holds_the_run_up(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    _zoo(["run", *TINY, "--set", "loggers=[mlflow]", "--out", str(tmp_path / "runs"),
+          "--name", "down", "--json"])
+    assert time.monotonic() - start < 120  # MLflow's defaults retry for minutes
+    summary = json.loads((tmp_path / "runs" / "down" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert any("mlflow" in w for w in summary["warnings"])

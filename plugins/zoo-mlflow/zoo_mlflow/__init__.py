@@ -29,6 +29,11 @@ RUN_ID_FILE = "mlflow.json"  # in the run folder: which MLflow run --resume cont
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 ARTIFACTS = ("summary.json", "job.yaml", "metrics.jsonl")
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
+#: bounded network behaviour (MLflow's defaults: 7 retries with backoff factor 2 and a 120 s
+#: timeout each — minutes against a closed port); a user's own setting wins
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def zoo_home() -> Path:
@@ -52,6 +57,8 @@ def _import_mlflow():
     # telemetry off before the first import of mlflow, whatever the user's environment says
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     try:
         import mlflow  # lazy: mlflow is heavy (seconds to import)
         from mlflow.entities import Metric, Param  # lazy: mlflow
