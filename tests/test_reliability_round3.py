@@ -140,3 +140,15 @@ def test_follow_links_is_a_checked_folder_parameter(tmp_path):
     for params in ({"follow_links": "yes"}, {"follw_links": True}):
         with pytest.raises(DataError, match="follow_links"):
             build(DataSpec(path=str(data), params=params), "train", None, 0)
+
+
+def test_nproc_with_failing_ranks_prints_their_lines_and_no_torchrun_traceback(tmp_path):
+    proc = zoo("run", MODEL, "-s", "finetune", "--weights", "none", "--data",
+               tmp_path / "missing", "--nproc", "2", "--out", tmp_path / "runs", "-q",
+               timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert all(line.startswith("error: ") for line in lines), proc.stderr
+    assert any("rank 0 of 2: data folder" in line for line in lines)
+    assert lines[-1].startswith("error: distributed run failed")

@@ -417,7 +417,11 @@ def launch(nproc: int, zoo_args: list[str]) -> int:
     """
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    proc = subprocess.Popen(torchrun_command(nproc, zoo_args), env=env)
+    # torchrun through zoo.engine.launcher: a failing rank is its own one line, no
+    # ChildFailedError traceback from the launcher on top
+    cmd = torchrun_command(nproc, zoo_args)
+    cmd[1:3] = ["-m", "zoo.engine.launcher"]
+    proc = subprocess.Popen(cmd, env=env)
     previous = None
     with contextlib.suppress(ValueError):  # not the main thread
         previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
