@@ -152,3 +152,57 @@ def test_nproc_with_failing_ranks_prints_their_lines_and_no_torchrun_traceback(t
     assert all(line.startswith("error: ") for line in lines), proc.stderr
     assert any("rank 0 of 2: data folder" in line for line in lines)
     assert lines[-1].startswith("error: distributed run failed")
+
+
+# -- DANN resumes exactly ----------------------------------------------------------------------
+def _dann_job(out, catalog, **train):
+    from zoo.kit.testing import tiny_job
+    from zoo.layering import complete_job
+
+    return complete_job(tiny_job(
+        out=str(out), strategy={"name": "dann"}, head={"name": "linear"},
+        data={"name": "shift:digits", "max_per_class": 4, "test_split": 0.05,
+              "params": {"transform": "noise", "severity": 3}},
+        source_data={"name": "digits", "max_per_class": 4, "num_workers": 0,
+                     "val_split": 0.05},
+        train={"epochs": 3, "batch_size": 20, **train}), catalog)
+
+
+def _losses(run_dir) -> list[float]:
+    return [json.loads(line)["train"]["loss"]
+            for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fault, train", [
+    ("interrupt_after_epoch:1", {"early_stop_patience": 50}),  # every epoch written
+    ("interrupt_at:2:1", {}),        # mid-epoch 2; epoch 1's checkpoint may be held (paced)
+])
+def test_dann_resumed_after_an_interrupt_has_the_uninterrupted_history(tmp_path, monkeypatch,
+                                                                        fault, train):
+    from zoo.engine.pipeline import run
+    from zoo.errors import RunInterrupted
+    from zoo.kit.testing import make_catalog
+
+    catalog = make_catalog()
+    full = run(_dann_job(tmp_path / "full", catalog, **train), catalog, quiet=True)
+    monkeypatch.setenv("ZOO_FAULT", fault)
+    with pytest.raises(RunInterrupted):
+        run(_dann_job(tmp_path / "part", catalog, **train), catalog, quiet=True)
+    monkeypatch.delenv("ZOO_FAULT")
+    [part] = list((tmp_path / "part").iterdir())
+    again = run(_dann_job(tmp_path / "part", catalog, **train), catalog, quiet=True,
+                resume=str(part))
+    assert _losses(part) == _losses(full["run_dir"])  # the λ ramp continued, not restarted
+    assert again["test"] == full["test"]
+
+
+def test_dann_term_state_holds_its_schedule_position():
+    from zoo_strategies.domain_terms import DANNTerm
+
+    term = DANNTerm(4, 8, epochs=3)
+    term.calls, term._epoch_calls = 7, {1: 3, 2: 3, 3: 1}
+    state = term.state_dict()
+    assert int(state["progress_calls"]) == 7 and int(state["progress_first_epoch"]) == 3
+    fresh = DANNTerm(4, 8, epochs=3)
+    fresh.load_state_dict(state)  # strict: the extra keys are the term's own
+    assert fresh.calls == 7 and fresh._epoch_calls == {1: 3}

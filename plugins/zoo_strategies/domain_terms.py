@@ -98,6 +98,28 @@ class DANNTerm(LossTerm):
         self._epoch_calls: dict[int, int] = {}
         self.last: dict = {}   # the last step's coefficient and domain accuracy (tests, logs)
 
+    # The schedule's position (steps taken, the first epoch's length) is part of the term's
+    # state_dict, as tensors, so the checkpoint holds it and a resumed run continues the
+    # same λ ramp instead of restarting it (issue 24: DANN resumed with another history).
+    # Plain ints while training: no host sync on a device tensor every step.
+    _PROGRESS = ("progress_calls", "progress_first_epoch")
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "progress_calls"] = torch.tensor(self.calls)
+        destination[prefix + "progress_first_epoch"] = torch.tensor(
+            self._epoch_calls.get(1, 0))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        saved = {k: state_dict.pop(prefix + k, None) for k in self._PROGRESS}
+        if saved["progress_calls"] is not None:
+            self.calls = int(saved["progress_calls"])
+        if saved["progress_first_epoch"] is not None and int(saved["progress_first_epoch"]):
+            self._epoch_calls = {1: int(saved["progress_first_epoch"])}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
     def progress(self, ctx: LossContext) -> float:
         if self.total_steps:
             return self.calls / self.total_steps
