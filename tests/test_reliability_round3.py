@@ -206,3 +206,33 @@ def test_dann_term_state_holds_its_schedule_position():
     fresh = DANNTerm(4, 8, epochs=3)
     fresh.load_state_dict(state)  # strict: the extra keys are the term's own
     assert fresh.calls == 7 and fresh._epoch_calls == {1: 3}
+
+
+# -- what the folder says and what can be resumed agree ----------------------------------------
+class _TermAfterEpochLine:
+    """SIGTERM from outside right after an epoch's line is in metrics.jsonl (an observer
+    runs right after it is written)."""
+
+    name = "sigterm-after-epoch-line"
+
+    from zoo.hookspecs import hookimpl as _impl
+
+    @_impl
+    def on_epoch_end(self, run, epoch, metrics):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_right_after_a_training_free_epoch_line_leaves_it_resumable(tmp_path):
+    from zoo.errors import RunInterrupted
+    from zoo.kit.testing import make_catalog, run_tiny
+
+    with pytest.raises(RunInterrupted) as info:
+        run_tiny(make_catalog(_TermAfterEpochLine()), tmp_path, strategy={"name": "ncm"})
+    [run_dir] = list(tmp_path.iterdir())
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and info.value.exit_code == 143
+    # metrics.jsonl shows epoch 1, so the checkpoint of epoch 1 exists and the hint agrees
+    assert "nothing to resume" not in str(info.value) and "--resume" in str(info.value)
+    assert (run_dir / "checkpoint" / "last.safetensors").is_file()
