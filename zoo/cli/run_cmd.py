@@ -9,7 +9,6 @@ from zoo.cli import output
 from zoo.cli.output import console, print_json, table
 from zoo.api import JobSpec, check_out_dir, get_catalog, load_job, load_run_job
 from zoo.errors import ZooError
-from zoo.io import runfolder
 
 
 def register(cli: click.Group) -> None:
@@ -164,7 +163,7 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
                                    f"{', '.join(given)} (start a new run to change the job)")
 
         job = load_run_job(resume)
-        done = runfolder.read_summary(runfolder.require_run_dir(resume))
+        done = api.read_run_summary(resume)
         if done is not None and done.get("status") == "completed":
             # a preempted job's requeue script resumes blindly: complete is success (exit 0)
             if as_json:
