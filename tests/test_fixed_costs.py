@@ -98,7 +98,7 @@ def test_checkpoint_stores_a_best_epoch_equal_to_the_model_once(tmp_path):
     model, _ = tiny_transfer_model()
     best = snapshot(model)  # copies of the trainable tensors, equal to the model's
     save_checkpoint(tmp_path, model, FitState(epoch=1, best_value=0.5, best_epoch=1,
-                                              best_state=best), {})
+                                              best_state=best, history=[{"epoch": 1}]), {})
     tensors, _ = read_safetensors(tmp_path / "checkpoint" / "last.safetensors")
     assert not [k for k in tensors if k.startswith("best.")]
     assert set(read_info(tmp_path)["best_from_model"]) == set(best)
@@ -108,7 +108,8 @@ def test_checkpoint_stores_a_best_epoch_equal_to_the_model_once(tmp_path):
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     save_checkpoint(tmp_path, model, FitState(epoch=2, best_value=0.5, best_epoch=1,
-                                              best_state=best), {})
+                                              best_state=best,
+                                              history=[{"epoch": 1}, {"epoch": 2}]), {})
     tensors, _ = read_safetensors(tmp_path / "checkpoint" / "last.safetensors")
     assert len([k for k in tensors if k.startswith("best.")]) == 1
     _, state, _ = load_checkpoint(tmp_path)
