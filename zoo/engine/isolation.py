@@ -92,7 +92,7 @@ def as_plugin_failure(exc: SystemExit, catalog, job, stage: str, blame) -> Plugi
                        "end the run; rerun with --debug for the traceback")
 
 
-def rewrite_summary_if_warned(rec, summary: dict, before: int | None = None) -> None:
+def rewrite_summary_if_warned(rec, summary: dict) -> None:
     """``on_run_end`` and the loggers (on their own thread) may warn after
     ``summary.json`` is written: the file must still record every warning."""
     if not (rec.main and rec.run_dir is not None and isinstance(summary, dict)

@@ -132,12 +132,9 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
     except ZooError as exc:
         rec.failed(str(exc), lambda s: _run_end(catalog, rec, s))
         raise
-    except SystemExit as exc:  # sys.exit() in a plugin's factory/metric: the plugin's failure
-        err = isolation.as_plugin_failure(exc, catalog, job, rec.stage, plugin_error)
-        rec.failed(str(err), lambda s: _run_end(catalog, rec, s))
-        raise err from None
-    except Exception as exc:
-        err = plugin_error(exc, catalog, job, rec.stage)
+    except (Exception, SystemExit) as exc:  # SystemExit: sys.exit() in a plugin's code
+        err = (isolation.as_plugin_failure(exc, catalog, job, rec.stage, plugin_error)
+               if isinstance(exc, SystemExit) else plugin_error(exc, catalog, job, rec.stage))
         rec.failed(str(err) if err else f"zoo bug: {one_line(exc)}",
                    lambda s: _run_end(catalog, rec, s))
         if err is not None:
@@ -152,10 +149,9 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
 
 def _run_end(catalog: Catalog, rec, summary: dict) -> None:
     if rec.ctx is not None:
-        before = len(summary.get("warnings") or [])
         notify(catalog, "on_run_end", rec.warn, run=rec.ctx, summary=summary)
         close_loggers(rec.ctx, summary)
-        isolation.rewrite_summary_if_warned(rec, summary, before)  # a late failure recorded
+        isolation.rewrite_summary_if_warned(rec, summary)  # a late failure recorded
 
 
 def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: str | None,
