@@ -236,3 +236,14 @@ def test_sigterm_right_after_a_training_free_epoch_line_leaves_it_resumable(tmp_
     # metrics.jsonl shows epoch 1, so the checkpoint of epoch 1 exists and the hint agrees
     assert "nothing to resume" not in str(info.value) and "--resume" in str(info.value)
     assert (run_dir / "checkpoint" / "last.safetensors").is_file()
+
+
+def test_predict_names_a_fifo_for_what_it_is(tmp_path):
+    from zoo.errors import DataError
+    from zoo.runs.predict import decode_image
+
+    os.mkfifo(tmp_path / "img.png")
+    with pytest.raises(DataError, match=r"img.png is a FIFO \(named pipe\)"):
+        decode_image(tmp_path / "img.png")
+    with pytest.raises(DataError, match="does not exist"):
+        decode_image(tmp_path / "missing.png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.errors import DataError, ZooError
+from zoo.io.regular import not_regular
 from zoo.runs.reuse import load_run, torch_device
 
 
@@ -19,8 +20,9 @@ def decode_image(path: str | Path):
     from PIL import Image, ImageOps  # lazy: PIL
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image {path} does not exist")
+    problem = not_regular(path)  # a FIFO would hang PIL's open
+    if problem is not None:
+        raise DataError(f"image {path} {problem}")
     try:
         with Image.open(path) as im:
             im.load()
