@@ -293,3 +293,28 @@ def test_a_hanging_logger_does_not_block_training_or_the_end(tmp_path, monkeypat
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
     written = json.loads((run_dir / "summary.json").read_text())
     assert any("loggers were still busy" in w for w in written["warnings"])
+
+
+class WriterFails:
+    name = "writer-fails-plugin"
+
+    @hookimpl
+    def register_metrics(self, register):
+        def factory(num_classes):
+            from torchmetrics.classification import MulticlassAccuracy
+
+            return MulticlassAccuracy(num_classes=num_classes)
+
+        def writer(run_dir, value, classes):
+            raise OSError("writer exploded")
+
+        register("acc-with-file", factory, writer=writer)
+
+
+def test_a_metric_writer_failure_is_recorded_and_printed_with_quiet(tmp_path, capsys):
+    summary = run_tiny(make_catalog(WriterFails()), tmp_path,
+                       metrics=["accuracy", "acc-with-file"])
+    assert summary["status"] == "completed"
+    written = json.loads((_run_dir(tmp_path) / "summary.json").read_text())
+    assert any("acc-with-file" in w and "writer exploded" in w for w in written["warnings"])
+    assert "writer exploded" in capsys.readouterr().err

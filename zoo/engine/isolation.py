@@ -80,6 +80,10 @@ class Warner:
         else:
             self.log(line, style="yellow")
 
+    #: a Warner stands in for a warnings list (``warnings.append(message)``) where plugin
+    #: code's failures are collected: a metric's file writer
+    append = __call__
+
 
 def as_plugin_failure(exc: SystemExit, catalog, job, stage: str, blame) -> PluginError:
     """A ``SystemExit`` raised by plugin code inside the run: one line naming the plugin when

@@ -336,7 +336,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
 
     # -- 6. write ------------------------------------------------------------------------------
     rec.stage = "writing the results"
-    write_metric_files(catalog, run_dir, test_raw, bundle.classes, warnings)
+    write_metric_files(catalog, run_dir, test_raw, bundle.classes, rec.warn)  # printed too
     # model changes write their files (adapter/) and merge, so model.safetensors loads with
     # its provider alone
     model = finalize_model_changes(plan, model, run_dir)
