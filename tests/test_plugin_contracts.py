@@ -200,6 +200,28 @@ def test_property_any_metric_backbone_or_plan_return_is_checked(value):
             assert usable(accepted) and accepted is value
 
 
+def _tiny_backbone(feature_dim):
+    backbone = TinyProvider().create("tiny_cnn")
+    backbone.feature_dim = feature_dim
+    return backbone
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(feature_dim=st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True), st.none(),
+                             st.booleans(), st.text(max_size=3)))
+def test_property_a_backbone_is_accepted_only_with_a_positive_int_width(feature_dim):
+    backbone = _tiny_backbone(feature_dim)
+    valid = (isinstance(feature_dim, int) and not isinstance(feature_dim, bool)
+             and feature_dim > 0)
+    try:
+        assert contracts.check_backbone(_comp("providers"), "tiny_cnn", backbone) is backbone
+    except PluginError as err:
+        _assert_names_plugin(err, "generated-plugin", "provider 'gen'")
+        assert not valid
+    else:
+        assert valid
+
+
 def test_backbone_with_a_bad_feature_dim_is_refused():
     backbone = TinyProvider().create("tiny_cnn")
     for bad in (0, -3, 2.5, True, "16"):
