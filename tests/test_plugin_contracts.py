@@ -228,3 +228,26 @@ def test_backbone_with_a_bad_feature_dim_is_refused():
         backbone.feature_dim = bad
         with pytest.raises(PluginError, match="feature_dim"):
             contracts.check_backbone(_comp("providers"), "tiny_cnn", backbone)
+
+
+class WidthLiar:
+    name = "width-liar-plugin"
+
+    @hookimpl
+    def register_backbone_providers(self, register):
+        class Provider(TinyProvider):
+            name = "liar"
+
+            def create(self, arch, tag=None, pretrained=False):
+                backbone = super().create(arch, tag, pretrained)
+                backbone.feature_dim = 5  # its body gives 16
+                return backbone
+
+        register("liar", Provider())
+
+
+def test_backbone_whose_output_disagrees_with_feature_dim_names_the_provider(tmp_path):
+    with pytest.raises(PluginError) as info:
+        run_tiny(make_catalog(WidthLiar()), tmp_path, model="liar:tiny_cnn")
+    msg = _assert_names_plugin(info.value, "width-liar-plugin", "provider 'liar'")
+    assert "feature_dim=5" in msg and "(1, 16)" in msg

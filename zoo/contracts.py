@@ -57,6 +57,28 @@ def check_backbone(comp, arch: str, backbone: Any) -> Any:
     return backbone
 
 
+def check_backbone_output(comp, backbone: Any, image_size: int) -> None:
+    """The backbone's forward on one ``(1, 3, S, S)`` batch of zeros gives
+    ``(1, feature_dim)`` pooled features (eval mode, no gradient, mode restored): a width
+    that disagrees with ``feature_dim`` would otherwise fail inside the head, blamed on it."""
+    import torch  # lazy: torch
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad(), isolated_rng():
+            out = backbone(torch.zeros(1, 3, image_size, image_size))
+    except Exception as exc:  # noqa: BLE001 - a failure here is the provider's model
+        raise contract_error(comp, f"its backbone fails on a (1, 3, {image_size}, "
+                                   f"{image_size}) batch ({one_line(exc)[:160]})") from None
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, backbone.feature_dim):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else _what(out)
+        raise contract_error(comp, f"its backbone says feature_dim={backbone.feature_dim} but "
+                                   f"maps a (1, 3, {image_size}, {image_size}) batch to {got}")
+
+
 def create_backbone(catalog, provider_name: str, arch: str, tag, pretrained: bool):
     """``provider.create(arch, tag, pretrained=...)`` with its return value checked."""
     comp = catalog.get("providers", provider_name)

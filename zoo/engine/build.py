@@ -41,6 +41,7 @@ def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     model = TransferModel(backbone, head)
     groups = build_layer_groups(model, catalog.provider(ref.provider))
     size = job.data.image_size or backbone.pretrained_cfg.input_size
+    contracts.check_backbone_output(catalog.get("providers", ref.provider), backbone, int(size))
     return BuiltModel(model, ref, weights, groups, int(size))
 
 
