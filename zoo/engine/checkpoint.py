@@ -203,9 +203,9 @@ def _read(path: Path, folder: Path):
                                   "damaged checkpoint") from None
         return tensors, meta, runfolder.check_checkpoint_info(info, path)
     legacy = folder / LEGACY_JSON  # the two-file format of older zoo versions
-    try:
-        info = json.loads(legacy.read_text())
-    except (OSError, ValueError):
+    try:  # bounded, regular files only
+        info = runfolder.read_json(legacy)
+    except (OSError, ValueError, CheckpointError):
         raise CheckpointError(f"{path} has no resume state (no '{META_KEY}' metadata, no "
                               f"usable {LEGACY_JSON}) — a damaged checkpoint") from None
     info = runfolder.check_checkpoint_info(info, legacy)

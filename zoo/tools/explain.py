@@ -10,7 +10,6 @@ backbone: the run's test images with the highest loss, each with its map, in one
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from zoo.catalog import get_catalog
@@ -18,7 +17,7 @@ from zoo.engine.data import load_splits
 from zoo.errors import (CheckpointError, ConfigError, DataError,  # noqa: F401
                         MethodNotApplicable, did_you_mean)
 from zoo.io import atomic
-from zoo.io.runfolder import sanitise
+from zoo.io.runfolder import read_splits, sanitise
 from zoo.runs.predict import decode_image
 from zoo.runs.reuse import load_run
 from zoo.tools.attribution import (METHODS, Explanation, TargetLayer,  # noqa: F401 (public here)
@@ -163,9 +162,9 @@ def top_losses(run_dir, n: int = 16, *, method: str = "gradcam", target=None, ou
                               "change?")
     test = bundle.test
     ids = list(getattr(test, "sample_ids", []) or [])
-    try:
-        saved = json.loads((ex.run.dir / "splits.json").read_text()).get("test")
-    except (OSError, ValueError):
+    try:  # bounded, regular files only (a FIFO never hangs the read)
+        saved = read_splits(ex.run.dir).get("test")
+    except CheckpointError:
         saved = None
     if saved and ids and list(saved) != ids:
         raise CheckpointError(f"{ex.run.dir}: the data no longer matches the run's test split "
