@@ -91,20 +91,28 @@ def predict_cmd(run_dir, images, top_k, device, as_json):
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx", "torch-export"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["safetensors", "onnx", "torch-export", "hf"]),
               default="safetensors", show_default=True, help="Export format.")
 @click.option("--out", default=None, type=click.Path(),
-              help="Output file (default RUN_DIR/export/model.{safetensors,onnx,pt2}).")
+              help="Output file (default RUN_DIR/export/model.{safetensors,onnx,pt2}); for "
+              "--format hf a folder (default RUN_DIR/export/hf).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def export_cmd(run_dir, fmt, out, as_json):
-    """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`) or torch.export (.pt2).
+def export_cmd(run_dir, fmt, out, quiet, as_json):
+    """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`), torch.export (.pt2),
+    or hf: a folder timm / transformers / torchvision / open_clip load (docs/ecosystem.md).
 
     The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
-    files get a .json sidecar with classes, image size and mean/std.
+    files get a .json sidecar with classes, image size and mean/std.  --format hf writes
+    config.json, model.safetensors (the provider's own key names, zoo's head as its
+    classifier) and a README.md model card; `zoo push RUN REPO_ID` uploads it.
     """
     result = export_run(run_dir, fmt, out)
     if as_json:
         print_json(result)
+        return
+    if quiet:
         return
     extra = f" (+ {result['sidecar']})" if result.get("sidecar") else ""
     console().print(f"exported {fmt}: {result['path']}{extra}")
