@@ -144,3 +144,30 @@ def test_peft_run_exports_merged_model_and_its_adapter(tmp_path, capsys):
     adapted = peft.PeftModel.from_pretrained(base, str(folder / "adapter"))
     assert any("lora_A" in n for n, _ in adapted.named_parameters())
     assert "peft's own format" in (folder / "README.md").read_text()
+
+
+def test_openclip_layout_loads_with_open_clip(tmp_path, capsys):
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import load_file
+
+    from zoo.runs.reuse import load_run
+
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                              "head_width": 16, "patch_size": 8},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32,
+                           "heads": 2, "layers": 1}}
+    (tmp_path / "zoo-export-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(str(tmp_path / "zoo-export-clip.json"))
+    res = tiny(tmp_path, "clip", model="openclip:zoo-export-clip",
+               strategy={"name": "linear-probe"})
+    code, out, err = cli(capsys, "export", res["run_dir"], "--format", "hf", "--json")
+    assert code == 0, err
+    folder = Path(json.loads(out)["path"])
+    model, _ = open_clip.create_model_from_pretrained(f"local-dir:{folder}")
+    head = load_file(str(folder / "classifier.safetensors"))
+    assert json.loads((folder / "config.json").read_text())["label_names"] == res["classes"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model.eval().encode_image(x) @ head["weight"].T + head["bias"]
+        torch.testing.assert_close(logits, load_run(res["run_dir"]).model(x), atol=1e-5,
+                                   rtol=1e-5)
