@@ -1,6 +1,7 @@
 """Source weights: where they come from and how they get into a backbone.
 
-Resolution order for ``--weights auto|pretrained|TAG``:
+``--weights hf-hub:ORG/NAME`` / ``local-dir:PATH`` (timm's forms) load a model folder:
+see :mod:`zoo.weights.hub`.  Resolution order for ``--weights auto|pretrained|TAG``:
 explicit file → zoo's store (``$ZOO_HOME/weights``) → ``resolve_weights`` plugins → the
 provider's own hub.  ``auto`` falls back to random init with a loud warning; ``pretrained``
 and tags fail with a message naming every place looked and the command that would fix it.
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import CheckpointError, WeightsError
+from zoo.weights.hub import is_hub_source, source_folder
+from zoo.weights.local import load_local_weights
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
 from zoo.weights.source_head import (classifier_prefix, drop_source_classifier,
@@ -128,6 +131,8 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if arg == "none":
         return provider.create(ref.arch, ref.tag, pretrained=False), {"source": "none",
                                                                      "sha256": None}
+    if is_hub_source(arg):
+        return _from_folder(provider, ref, arg)
     path = Path(os.path.expanduser(arg))
     if arg not in SPECIAL and path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"  # a run folder: its (merged) model
@@ -169,6 +174,22 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         return provider.create(ref.arch, ref.tag, pretrained=False), {
             "source": "random-init", "sha256": None, "tag": None}
     raise WeightsError(message + fix)
+
+
+def _from_folder(provider, ref, arg: str):
+    """``--weights hf-hub:…|local-dir:…``: the folder's weights, classifier and preprocessing."""
+    local = load_local_weights(source_folder(arg), f"--weights {arg}")
+    arch = local.architecture
+    if arch and arch != ref.arch:
+        raise WeightsError(f"--weights {arg} holds {arch}, not {ref.full} — run "
+                           f"{ref.provider}:{arch} with these weights")
+    backbone = provider.create(ref.arch, ref.tag, pretrained=False)
+    found = local.resolved(arg)
+    load_into_backbone(backbone, found)
+    apply_pretrained_cfg(backbone, local.pretrained_cfg)
+    if local.classes and backbone.num_source_classes == len(local.classes):
+        backbone.source_class_names = list(local.classes)  # the source classifier's classes
+    return backbone, found.summary()
 
 
 def pretrained_cfg_of(meta: dict):
