@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoo.errors import WeightsError, one_line
+from zoo.errors import MissingDependencyError, WeightsError, one_line
 from zoo.weights.network import offline_reason, url_reachable
 
 PREFIXES = ("hf-hub:", "local-dir:")
@@ -57,8 +57,6 @@ def snapshot(repo: str) -> Path:
     try:
         from huggingface_hub import snapshot_download  # lazy: optional (the hf extra)
     except ImportError:
-        from zoo.errors import MissingDependencyError
-
         raise MissingDependencyError("--weights hf-hub: needs huggingface_hub: pip install "
                                      "'zoo[hf]'") from None
     repo_id, _, revision = repo.partition("@")
