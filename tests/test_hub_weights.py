@@ -106,3 +106,37 @@ def test_bad_local_dir_sources_are_one_line(run_a, tmp_path, capsys):
                        "--out", tmp_path)
     line = assert_one_line_error(err, code)
     assert "holds test_resnet, not timm:resnet18" in line
+
+
+def test_local_weights_helper_reads_an_exported_folder(run_a, capsys):
+    from zoo.weights.formats import sha256_file
+    from zoo.weights.local import load_local_weights
+
+    folder = export(run_a, capsys)
+    local = load_local_weights(folder)
+    assert local.path == folder / "model.safetensors"
+    assert local.classifier == "fc." and local.classes == run_a["classes"]
+    assert local.architecture == "test_resnet" and local.pretrained_cfg["crop_pct"] == 1.0
+    assert local.sha256 == sha256_file(folder / "model.safetensors")
+    assert list(local.tensors) == list(load_file(str(folder / "model.safetensors")))
+
+
+def test_offline_no_weights_names_the_models_that_have_weights_offline(tmp_path, capsys,
+                                                                      monkeypatch):
+    from zoo.weights.store import WeightStore
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    WeightStore().put("timm:test_vit", None, {"w": torch.zeros(2)}, "test")
+    folder = tmp_path / "snap"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    _cache_snapshot(tmp_path / "hf", "timm/test_resnet.r160_in1k", folder)
+    code, _, err = cli(capsys, "run", "timm:resnet18", "--weights", "pretrained", "--out",
+                       tmp_path)
+    line = assert_one_line_error(err, code)
+    assert "no pretrained weights for timm:resnet18" in line
+    assert ("models with weights offline: timm:test_vit (zoo store), "
+            "timm:test_resnet.r160_in1k (HF cache)") in line

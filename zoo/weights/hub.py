@@ -80,3 +80,34 @@ def snapshot(repo: str) -> Path:
     except Exception as exc:  # not found, gated, network: all mean "no weights"
         raise WeightsError(f"could not download hf-hub:{repo}: {one_line(exc)} — check the "
                            "repo id (and HF_TOKEN for a private repo)") from None
+
+
+def offline_models(store, limit: int = 8) -> str:
+    """The models that have weights here without network, as one phrase for an error line:
+    zoo's store, then the Hub repos in the local HF cache (``timm/*`` as ``timm:NAME``,
+    others as ``--weights hf-hub:ORG/NAME``)."""
+    from zoo.weights.local import WEIGHT_FILES  # lazy: only an error message needs it
+
+    names = []
+    try:
+        for e in store.entries():
+            names.append(f"{e['model']}" + (f".{e['tag']}" if e.get("tag") else "")
+                         + " (zoo store)")
+    except Exception:  # an unreadable manifest: the message still names the rest
+        pass
+    try:
+        from huggingface_hub import scan_cache_dir  # lazy: optional (the hf extra)
+
+        for repo in sorted(scan_cache_dir(hf_cache_dir()).repos, key=lambda r: r.repo_id):
+            files = {f.file_name for rev in repo.revisions for f in rev.files}
+            if repo.repo_type != "model" or not files & set(WEIGHT_FILES):
+                continue
+            org, _, name = repo.repo_id.partition("/")
+            names.append(f"timm:{name} (HF cache)" if org == "timm"
+                         else f"--weights hf-hub:{repo.repo_id} (HF cache)")
+    except Exception:  # no cache folder (CacheNotFound), or no huggingface_hub
+        pass
+    if not names:
+        return "no model has weights here offline"
+    more = f" and {len(names) - limit} more (`zoo weights list`)" if len(names) > limit else ""
+    return "models with weights offline: " + ", ".join(names[:limit]) + more

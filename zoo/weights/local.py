@@ -67,8 +67,13 @@ def weights_file(folder: Path, what: str) -> Path:
                        " — export one with `zoo export RUN --format hf`, or pass the file")
 
 
-def load_local_weights(path: str | Path, what: str | None = None) -> LocalWeights:
-    """Read a weights file, or the weights of a model folder, with its config and classifier."""
+def load_local_weights(path: str | Path, what: str | None = None,
+                       sha256: str | None = None) -> LocalWeights:
+    """Read a weights file, or the weights of a model folder, with its config and classifier.
+
+    ``what`` names the source in errors (default: the path); ``sha256``, when the caller has
+    already checked the file's digest, saves hashing it again.
+    """
     path = Path(os.path.expanduser(str(path)))
     what = what or str(path)
     if path.is_dir():
@@ -80,7 +85,8 @@ def load_local_weights(path: str | Path, what: str | None = None) -> LocalWeight
     tensors, metadata = read_checkpoint(file)
     config = _read_config(folder / "config.json") if path.is_dir() else {}
     prefix, classes = _source_classifier(tensors, config)
-    return LocalWeights(file, tensors, metadata, config, prefix, classes, sha256_file(file))
+    return LocalWeights(file, tensors, metadata, config, prefix, classes,
+                        sha256 or sha256_file(file))
 
 
 def _read_config(path: Path) -> dict:

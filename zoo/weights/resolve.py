@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import CheckpointError, WeightsError
-from zoo.weights.hub import is_hub_source, source_folder
+from zoo.weights.hub import is_hub_source, offline_models, source_folder
+from zoo.weights.network import offline_reason
 from zoo.weights.local import load_local_weights
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
@@ -166,6 +167,8 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         looked.append(f"{ref.provider} hub ({exc})")
     message = (f"no pretrained weights for {ref.full}" + (f" (tag {tag})" if tag else "") +
                "; looked in: " + "; ".join(looked))
+    if offline_reason() or any("unreachable" in x or "local cache" in x for x in looked):
+        message += f" ({offline_models(store)})"
     fix = (f" — get them with `zoo weights pull {ref.full}` where there is network, or "
            f"`zoo weights import FILE --model {ref.full}`, or use --weights none")
     if arg == "auto":
