@@ -127,6 +127,12 @@ def test_torchvision_layout_loads_with_torchvision(tmp_path, capsys):
         torch.testing.assert_close(model.eval()(x), load_run(res["run_dir"]).model(x),
                                    atol=1e-5, rtol=1e-5)
     assert "torchvision.models.get_model" in (folder / "README.md").read_text()
+    # the folder is the source of a new run, its classifier the new run's source classifier
+    b = tiny(tmp_path, "tv-b", model="torchvision:mobilenet_v3_small",
+             strategy={"name": "linear-probe"}, weights=f"local-dir:{folder}")
+    state = load_file(str(Path(b["run_dir"]) / "model.safetensors"))
+    torch.testing.assert_close(state["backbone.source_classifier.weight"],
+                               load_file(str(folder / "model.safetensors"))["classifier.3.weight"])
 
 
 def test_peft_run_exports_merged_model_and_its_adapter(tmp_path, capsys):
