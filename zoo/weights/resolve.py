@@ -180,7 +180,7 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
 
 
 def _from_folder(provider, ref, arg: str):
-    """``--weights hf-hub:…|local-dir:…``: the folder's weights, classifier and preprocessing."""
+    """``--weights hf-hub:…|local-dir:…``: the folder's weights, classifier, preprocessing."""
     local = load_local_weights(source_folder(arg), f"--weights {arg}")
     arch = local.architecture
     if arch and arch != ref.arch:
