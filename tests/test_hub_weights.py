@@ -81,7 +81,11 @@ def test_hf_hub_weights_come_from_the_local_cache_offline(run_a, tmp_path, capsy
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     _cache_snapshot(tmp_path / "hf", "zoo-test/shapes", folder_a)
-    b = tiny(tmp_path, "b", "hf-hub:zoo-test/shapes")
+    code, out, err = cli(capsys, "run", "timm:test_resnet", "--weights", "hf-hub:zoo-test/shapes",
+                         "-s", "linear-probe", "--epochs", "1", "--batch-size", "32", "--set",
+                         "data.params.per_class=20", "--out", tmp_path, "--name", "b", "--json")
+    assert code == 0, err
+    b = json.loads(out)
     assert b["weights"]["source"] == "hf-hub:zoo-test/shapes"
     torch.testing.assert_close(saved(b)["backbone.source_classifier.weight"],
                                load_file(str(folder_a / "model.safetensors"))["fc.weight"])
