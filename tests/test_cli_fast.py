@@ -1,4 +1,5 @@
 """The lazy-import rule: `zoo --help`, `zoo plugins` and component listings import no torch
+(nor the hf extra: huggingface_hub, transformers, datasets)
 (checked with ``python -X importtime``), and registry.yaml validation."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "torchvision", "timm")
+HEAVY = ("torch", "torchvision", "timm", "huggingface_hub", "transformers", "datasets")
 
 
 def imported_modules(*args: str) -> set[str]:

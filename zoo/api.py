@@ -164,6 +164,7 @@ _FACADE = {
     "list_runs": ("zoo.runs.reuse", "list_runs"),
     "predict": ("zoo.runs.predict", "predict"),
     "export_run": ("zoo.runs.export", "export_run"),
+    "push_run": ("zoo.runs.push", "push_run"),
     "compare": ("zoo.tools.compare", "compare"),
     "rank_models": ("zoo.tools.rank", "rank"),
     "ranked": ("zoo.tools.rank", "ranked"),

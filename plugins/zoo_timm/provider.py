@@ -22,6 +22,7 @@ import re
 from urllib.parse import urlsplit
 
 from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
+from zoo.weights.local import hf_cached_file
 from zoo.weights.network import offline_reason, unreachable_message, url_reachable
 
 PROVIDER = "timm"
@@ -268,18 +269,9 @@ def _hf_client_offline() -> bool:
 
 def _hf_cached_file(hf_id: str, filename: str | None) -> str | None:
     """Path of the weights in the local HF cache, or None (never touches the network)."""
-    from huggingface_hub import try_to_load_from_cache  # lazy: huggingface_hub
-
     repo, _, revision = hf_id.partition("@")
     candidates = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
-    for fname in candidates:
-        try:
-            found = try_to_load_from_cache(repo, fname, revision=revision or None)
-        except Exception:
-            found = None
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
+    return hf_cached_file(repo, candidates, revision or None)
 
 
 def _torch_hub_cached_file(url: str) -> str | None:

@@ -40,7 +40,8 @@ def job_options(f):
         click.option("--data-root", default=None,
                      help="Where downloadable datasets live (default $ZOO_HOME/datasets)."),
         click.option("--weights", default=None,
-                     help="auto (default) | pretrained | none | FILE | TAG."),
+                     help="auto (default) | pretrained | none | FILE | TAG | "
+                     "local-dir:PATH | hf-hub:ORG/NAME (a model folder, docs/weights.md)."),
         click.option("--head", default=None, help="Head name (linear, mlp, ...)."),
         click.option("--epochs", type=int, default=None, help="Training epochs."),
         click.option("--batch-size", type=int, default=None, help="Batch size."),

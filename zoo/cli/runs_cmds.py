@@ -1,4 +1,5 @@
-"""Reusing finished runs: ``zoo eval``, ``zoo runs``, ``zoo predict``, ``zoo export``.
+"""Reusing finished runs: ``zoo eval``, ``zoo runs``, ``zoo predict``, ``zoo export``,
+``zoo push``.
 
 See docs/runs.md.  Each command rebuilds the model from ``RUN_DIR/model.safetensors`` and
 ``job.yaml`` (:func:`zoo.runs.reuse.load_run`); a folder that is not a finished run is a one-line
@@ -8,12 +9,12 @@ from __future__ import annotations
 
 import click
 
-from zoo.api import evaluate_run, export_run, list_runs, predict, read_run_summary
+from zoo.api import evaluate_run, export_run, list_runs, predict, push_run, read_run_summary
 from zoo.cli.output import console, print_json, table
 
 
 def register(cli: click.Group) -> None:
-    for command in (eval_cmd, runs_cmd, predict_cmd, export_cmd):
+    for command in (eval_cmd, runs_cmd, predict_cmd, export_cmd, push_cmd):
         cli.add_command(command)
 
 
@@ -91,20 +92,54 @@ def predict_cmd(run_dir, images, top_k, device, as_json):
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx", "torch-export"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["safetensors", "onnx", "torch-export", "hf"]),
               default="safetensors", show_default=True, help="Export format.")
 @click.option("--out", default=None, type=click.Path(),
-              help="Output file (default RUN_DIR/export/model.{safetensors,onnx,pt2}).")
+              help="Output file (default RUN_DIR/export/model.{safetensors,onnx,pt2}); for "
+              "--format hf a folder (default RUN_DIR/export/hf).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def export_cmd(run_dir, fmt, out, as_json):
-    """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`) or torch.export (.pt2).
+def export_cmd(run_dir, fmt, out, quiet, as_json):
+    """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`), torch.export (.pt2),
+    or hf: a folder timm / transformers / torchvision / open_clip load (docs/ecosystem.md).
 
     The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
-    files get a .json sidecar with classes, image size and mean/std.
+    files get a .json sidecar with classes, image size and mean/std.  --format hf writes
+    config.json, model.safetensors (the provider's own key names, zoo's head as its
+    classifier) and a README.md model card; `zoo push RUN REPO_ID` uploads it.
     """
     result = export_run(run_dir, fmt, out)
     if as_json:
         print_json(result)
         return
+    if quiet:
+        return
     extra = f" (+ {result['sidecar']})" if result.get("sidecar") else ""
     console().print(f"exported {fmt}: {result['path']}{extra}")
+
+
+@click.command("push")
+@click.argument("run_dir", type=click.Path())
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo private (when it is new).")
+@click.option("--message", default=None, help="Commit message (default: zoo push RUN).")
+@click.option("--endpoint", default=None,
+              help="Hub URL (default $HF_ENDPOINT or https://huggingface.co).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def push_cmd(run_dir, repo_id, private, message, endpoint, quiet, as_json):
+    """Upload RUN_DIR's `zoo export --format hf` folder to the Hugging Face Hub as REPO_ID.
+
+    The folder (config.json, model.safetensors, README.md model card) is exported first when
+    it is missing.  The token is huggingface_hub's (HF_TOKEN or `hf auth login`).  Once
+    pushed: timm.create_model("hf-hub:REPO_ID", pretrained=True), or
+    `zoo run timm:ARCH --weights hf-hub:REPO_ID`.  See docs/ecosystem.md.
+    """
+    result = push_run(run_dir, repo_id, private=private, message=message, endpoint=endpoint)
+    if as_json:
+        print_json(result)
+        return
+    if not quiet:
+        console().print(f"pushed {len(result['files'])} files to {result['url'] or repo_id}",
+                        markup=False, soft_wrap=True)

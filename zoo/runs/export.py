@@ -12,6 +12,10 @@ Formats (the exported model maps normalised images ``(N, 3, S, S)`` to logits ``
 
 Next to ``onnx`` and ``torch-export`` files a ``<name>.json`` sidecar records what a caller
 needs to feed the model: classes, image size, mean/std, interpolation.
+
+- ``hf``: a folder (default ``RUN/export/hf/``) in the layout the provider's ecosystem loads
+  and publishes on the Hugging Face Hub (timm's, torchvision's, open_clip's): see
+  :mod:`zoo.runs.hf_export`.
 """
 from __future__ import annotations
 
@@ -31,10 +35,12 @@ from zoo.io.runfolder import check_out_dir
 from zoo.errors import MissingDependencyError, ZooError
 from zoo.runs.reuse import load_run
 
-FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torch-export": ".pt2"}
+FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torch-export": ".pt2", "hf": ""}
 
 
 def default_path(run_dir: Path, fmt: str) -> Path:
+    if fmt == "hf":
+        return Path(run_dir) / "export" / "hf"
     return Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
 
 
@@ -62,6 +68,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, cat
         check_export_deps()  # before loading anything: fail fast
     run = run or load_run(run_dir, catalog, "cpu")
     path = Path(out) if out else default_path(run.dir, fmt)
+    if fmt == "hf":
+        return _export_folder(run, path)
     if path.is_dir():
         path = path / f"model{FORMATS[fmt]}"
     check_out_dir(path.parent)
@@ -79,6 +87,21 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, cat
     atomic.write_json(sidecar, preprocessing(run))
     return {"format": fmt, "path": str(path), "sidecar": str(sidecar),
             "bytes": path.stat().st_size}
+
+
+def _export_folder(run, path: Path) -> dict:
+    """``--format hf``: ``path`` is a folder (created; files in it replaced one by one)."""
+    from zoo.runs.hf_export import export_hf  # lazy: timm/torchvision/open_clip
+
+    if path.exists() and not path.is_dir():
+        raise ZooError(f"--out {path} is a file; --format hf writes a folder — pass a folder")
+    check_out_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot create {path}: {exc.strerror or exc} — pass --out a "
+                       "writable place") from None
+    return export_hf(run, path)
 
 
 def _export_in_child(run_dir: Path, fmt: str, path: Path) -> None:

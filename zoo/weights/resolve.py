@@ -1,6 +1,7 @@
 """Source weights: where they come from and how they get into a backbone.
 
-Resolution order for ``--weights auto|pretrained|TAG``:
+``--weights hf-hub:ORG/NAME`` / ``local-dir:PATH`` (timm's forms) load a model folder:
+see :mod:`zoo.weights.hub`.  Resolution order for ``--weights auto|pretrained|TAG``:
 explicit file → zoo's store (``$ZOO_HOME/weights``) → ``resolve_weights`` plugins → the
 provider's own hub.  ``auto`` falls back to random init with a loud warning; ``pretrained``
 and tags fail with a message naming every place looked and the command that would fix it.
@@ -15,6 +16,9 @@ from typing import Any
 from zoo.contracts import create_backbone, isolated_rng
 from zoo.errors import CheckpointError, WeightsError
 from zoo.io.regular import not_regular
+from zoo.weights.hub import is_hub_source, offline_models, source_folder
+from zoo.weights.network import offline_reason
+from zoo.weights.local import load_local_weights
 from zoo.weights.formats import (ResolvedWeights, read_checkpoint, read_safetensors,  # noqa: F401
                                  read_torch_file, sha256_file, zoo_home)
 from zoo.weights.source_head import (classifier_prefix, drop_source_classifier,
@@ -131,6 +135,8 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
     if arg == "none":
         return create_backbone(catalog, ref.provider, ref.arch, ref.tag, False), {
             "source": "none", "sha256": None}
+    if is_hub_source(arg):
+        return _from_folder(catalog, ref, arg)
     path = Path(os.path.expanduser(arg))
     if arg not in SPECIAL and path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"  # a run folder: its (merged) model
@@ -166,6 +172,8 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         looked.append(f"{ref.provider} hub ({exc})")
     message = (f"no pretrained weights for {ref.full}" + (f" (tag {tag})" if tag else "") +
                "; looked in: " + "; ".join(looked))
+    if offline_reason() or any("unreachable" in x or "local cache" in x for x in looked):
+        message += f" ({offline_models(store)})"
     fix = (f" — get them with `zoo weights pull {ref.full}` where there is network, or "
            f"`zoo weights import FILE --model {ref.full}`, or use --weights none")
     if arg == "auto":
@@ -174,6 +182,22 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
         return create_backbone(catalog, ref.provider, ref.arch, ref.tag, False), {
             "source": "random-init", "sha256": None, "tag": None}
     raise WeightsError(message + fix)
+
+
+def _from_folder(catalog, ref, arg: str):
+    """``--weights hf-hub:…|local-dir:…``: the folder's weights, classifier, preprocessing."""
+    local = load_local_weights(source_folder(arg), f"--weights {arg}")
+    arch = local.architecture
+    if arch and arch != ref.arch:
+        raise WeightsError(f"--weights {arg} holds {arch}, not {ref.full} — run "
+                           f"{ref.provider}:{arch} with these weights")
+    backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
+    found = local.resolved(arg)
+    load_into_backbone(backbone, found)
+    apply_pretrained_cfg(backbone, local.pretrained_cfg)
+    if local.classes and backbone.num_source_classes == len(local.classes):
+        backbone.source_class_names = list(local.classes)  # the source classifier's classes
+    return backbone, found.summary()
 
 
 def pretrained_cfg_of(meta: dict):

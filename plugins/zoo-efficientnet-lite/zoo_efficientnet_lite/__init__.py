@@ -99,7 +99,7 @@ def resolve_weights(backbone, tag, store):
     path = checkpoint_path(key)
     sha = _verified_sha256(path, ckpt)
     arch = str(backbone).split(":", 1)[1]
-    state = convert_state(load_checkpoint(path), arch)
+    state = convert_state(load_checkpoint(path, sha256=sha), arch)
     info = {
         "pretrained_cfg": pretrained_cfg(key),
         "package": ckpt.distribution,
@@ -138,25 +138,15 @@ def checkpoint_path(size: str) -> Path:
                        f"— reinstall it (`{hint} --force-reinstall`)")
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The file's tensors, in file order; read with ``weights_only=True`` (no pickle code)."""
-    # only the exception class: torch.load(weights_only=True) raises it for a pickle that
-    # would need arbitrary code; nothing here unpickles with the plain pickle module
-    from pickle import UnpicklingError
+def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict:
+    """The file's tensors, in file order, read by zoo's local-weights helper
+    (:func:`zoo.weights.local.load_local_weights`: ``weights_only=True``, no pickle code)."""
+    from zoo.weights.local import load_local_weights  # lazy: keeps the hook module light
 
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except UnpicklingError as exc:
-        raise WeightsError(f"{path} needs arbitrary code to unpickle and was refused: "
-                           f"{str(exc).splitlines()[0][:160]}") from None
-    except Exception as exc:
-        raise WeightsError(f"{path} could not be read as a PyTorch checkpoint: "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    tensors = load_local_weights(path, sha256=sha256).tensors
+    if not tensors:
         raise WeightsError(f"{path} does not hold a plain state dict of tensors")
-    return dict(obj)
+    return tensors
 
 
 def convert_state(source: dict, arch: str = "efficientnet_lite0") -> dict:

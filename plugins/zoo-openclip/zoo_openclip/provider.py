@@ -22,6 +22,7 @@ import os
 import sys
 
 from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
+from zoo.weights.local import hf_cached_file
 from zoo.weights.network import offline_reason, unreachable_message, url_reachable
 
 PROVIDER = "openclip"
@@ -215,19 +216,8 @@ def _cached_checkpoint(cfg: dict) -> str | None:
     """A local copy of the tag's checkpoint (HF cache, then ~/.cache/clip), or None."""
     parts = _hf_parts(cfg)
     if parts is not None:
-        repo, filename = parts
-        try:
-            from huggingface_hub import try_to_load_from_cache  # lazy: optional library
-        except ImportError:
-            return None
-        for fname in (*_safe_alternatives(filename), filename):  # as open_clip: safetensors first
-            try:
-                found = try_to_load_from_cache(repo, fname)
-            except Exception:
-                found = None
-            if isinstance(found, str) and os.path.isfile(found):
-                return found
-        return None
+        repo, filename = parts  # as open_clip: safetensors first
+        return hf_cached_file(repo, [*_safe_alternatives(filename), filename])
     url = cfg.get("url") or ""
     if url:
         path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
