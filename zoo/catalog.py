@@ -16,6 +16,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from zoo.claims import claimed_by
 from zoo.errors import (AmbiguousNameError, DuplicateComponentError, PluginError,
                         UnknownComponentError, did_you_mean)
 from zoo.jobspec import job_from_tree
@@ -204,6 +205,13 @@ class Catalog:
         claimed = self.declared("datasets", "serves_paths")
         return claimed[0].name if claimed else None
 
+    def dataset_for_path(self, path: str) -> str | None:
+        """The dataset that reads ``path``: the one whose ``claims_paths(path)`` test says
+        the folder's layout is its own (:mod:`zoo.claims`), else the one serving
+        plain paths.  Two claimants: an error naming both."""
+
+        return claimed_by(self, path) or self.path_dataset()
+
     def unlabeled_path_dataset(self) -> str | None:
         """The dataset that serves paths of unlabeled images (``target_data: {path: ...}``,
         ``--target-data PATH``): the one declaring ``serves_unlabeled_paths=True``, else the
@@ -324,7 +332,7 @@ class Catalog:
         serving unlabeled images, :meth:`unlabeled_path_dataset`)."""
         if not value.startswith(("./", "/", "../", "~")) and self.has("datasets", value):
             return {"name": value, "path": None}
-        name = self.unlabeled_path_dataset() if unlabeled else self.path_dataset()
+        name = self.unlabeled_path_dataset() if unlabeled else self.dataset_for_path(value)
         if name is None:
             raise UnknownComponentError(
                 f"'{value}' is not a registered dataset and no installed dataset serves paths "
