@@ -1,6 +1,8 @@
 """Catalog commands: ``zoo list``, ``zoo info``, ``zoo plugins`` and the component listings."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sys
 
 import click
@@ -136,6 +138,9 @@ def _component_command(kind: str, title: str):
     def command(as_json):
         cat = get_catalog()
         comps = [cat.components[kind][n] for n in cat.names(kind)]
+        # a name another plugin also registers: listed as PLUGIN:NAME, how a job names it
+        comps += [replace(c, name=f"{c.plugin}:{c.name}")
+                  for n in cat.names(kind) for c in cat.shadowed[kind].get(n, [])]
         if as_json:
             print_json([{"name": c.name, "plugin": c.plugin, "description": c.description,
                          **({"defaults": getattr(c.obj, "defaults", {})}
