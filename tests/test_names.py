@@ -64,7 +64,8 @@ def test_bare_name_keeps_the_builtin_and_warns_naming_both(acme, capsys, tmp_pat
                                      "distribution": "zoo", "version": kinds["providers"][0][
                                          "version"]}
     assert kinds["datasets"][0]["name"] == "demo" and kinds["heads"][0]["plugin"] == "heads"
-    assert {m["name"] for m in kinds["metrics"]} >= {"accuracy"}
+    # the job's metrics and those every run computes (always=True)
+    assert {m["name"] for m in kinds["metrics"]} >= {"accuracy", "confusion"}
 
 
 def test_qualified_name_runs_the_third_party_strategy(acme, capsys, tmp_path):

@@ -82,8 +82,9 @@ def shadow_warnings(catalog: Any, uses: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def job_uses(job: Any, provider: str | None) -> list[tuple[str, str]]:
-    """(kind, name) of every component ``job`` uses."""
+def job_uses(job: Any, provider: str | None, catalog: Any = None) -> list[tuple[str, str]]:
+    """(kind, name) of every component ``job`` uses (with ``catalog``: also the metrics
+    every run computes, ``always=True``)."""
     uses = [("providers", provider)] if provider else []
     uses += [("heads", job.head.name), ("strategies", job.strategy.name),
              ("datasets", job.data.name)]
@@ -91,6 +92,8 @@ def job_uses(job: Any, provider: str | None) -> list[tuple[str, str]]:
         if extra is not None and extra.name:
             uses.append(("datasets", extra.name))
     uses += [("metrics", str(m)) for m in job.metrics]
+    if catalog is not None:
+        uses += [("metrics", m) for m in catalog.always_metrics()]
     uses += [("loggers", str(n)) for n in job.loggers]
     return [(k, n) for k, n in uses if n]
 

@@ -36,7 +36,9 @@ def job_options(f):
     """Options shared by every command that builds a job (run, compare, rank)."""
     options = [
         click.option("--data", default=None, help="Dataset name (demo, digits, "
-                     "torchvision:CIFAR10, ...) or an ImageFolder path (./X forces a path)."),
+                     "torchvision:CIFAR10, csv:FILE, hf:PATH|ORG/NAME, ...) or a folder: an "
+                     "ImageFolder, or a layout a dataset claims (a Hugging Face imagefolder "
+                     "with metadata.csv; ./X forces a path). See docs/datasets.md."),
         click.option("--data-root", default=None,
                      help="Where downloadable datasets live (default $ZOO_HOME/datasets)."),
         click.option("--weights", default=None,

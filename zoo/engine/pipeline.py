@@ -276,7 +276,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                      "epochs": plan.epochs, "seed": job.seed, "device": str(device),
                      "world_size": distributed.world_size(),
                      "versions": versions(catalog), "warnings": warnings,
-                     "components": components_used(catalog, job_uses(job, built.ref.provider)),
+                     "components": components_used(
+                         catalog, job_uses(job, built.ref.provider, catalog)),
                      "loader": loader_settings, "threads": tp.to_dict()}
     rec.summary, rec.started = summary, started
     history = list(state.history) if state else []
