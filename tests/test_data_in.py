@@ -171,6 +171,7 @@ def test_hf_hub_name_offline_from_a_cached_snapshot(tmp_path):
     proc = zoo("run", *RUN, "--data", "hf:acme/shapes", "--out", tmp_path / "runs", env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["classes"] == ["cat", "dog", "fox"]
+    assert sorted(p.name for p in home.iterdir()) == ["hub"]  # datasets' cache: $ZOO_HOME
     proc = zoo("run", *RUN, "--data", "hf:acme/missing", "--out", tmp_path / "runs", env=env)
     line = assert_one_line_error(proc)
     assert "hf:acme/missing is not in the local Hugging Face cache" in line
