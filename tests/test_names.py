@@ -127,3 +127,14 @@ def test_compare_takes_qualified_strategies_and_their_sets(acme, capsys, tmp_pat
     plugins = [json.loads((Path(r["run_dir"]) / "summary.json").read_text())["components"]
                ["strategies"][0]["plugin"] for r in runs]
     assert plugins == ["acme", "strategies"]
+
+
+def test_the_testing_kit_exercises_the_plugin_under_test(acme):
+    """A third-party bitfit's own tests (zoo.testing's catalog) get its bitfit, not zoo's."""
+    from zoo.testing import make_catalog
+
+    module = importlib.import_module("zoo_acme_mod")
+    catalog = make_catalog(module)
+    assert catalog.get("strategies", "bitfit").plugin == "acme"
+    assert catalog.get("strategies", "strategies:bitfit").obj.__class__.__name__ != "AcmeBitfit"
+    assert make_catalog().get("strategies", "bitfit").plugin == "strategies"

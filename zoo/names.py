@@ -63,6 +63,17 @@ def apply_choices(catalog: Any, choices: dict) -> None:
             catalog.shadowed[kind][name] = [c for c in regs if c is not chosen]
 
 
+def prefer_plugins(catalog: Any, plugins: list[str]) -> None:
+    """Let ``plugins`` answer the bare names they share with others (the testing kit: a
+    plugin's tests exercise its own ``bitfit``, not zoo's built-in one of the same name)."""
+    wanted = set(plugins)
+    choices = {kind: {name: next(c.plugin for c in comps if c.plugin in wanted)
+                      for name, comps in table.items()
+                      if any(c.plugin in wanted for c in comps)}
+               for kind, table in catalog.shadowed.items()}
+    apply_choices(catalog, {k: v for k, v in choices.items() if v})
+
+
 def shadow_warnings(catalog: Any, uses: list[tuple[str, str]]) -> list[str]:
     """One line per bare name in ``uses`` ((kind, name) pairs) that another plugin also
     registers: which plugin's component the run uses, and how to pick the other."""
