@@ -202,3 +202,25 @@ def test_two_datasets_claiming_a_folder_is_an_error_naming_both(capsys, tmp_path
     from zoo.catalog import get_catalog
 
     assert get_catalog(refresh=True).dataset_for_path(str(plain)) == "rival-images"
+
+
+def test_plain_parquet_of_png_bytes_and_string_labels(capsys, tmp_path, fresh_dataset_memo):
+    """A parquet file written without ``datasets`` (pyarrow: PNG bytes + string labels):
+    the image column is cast to ``Image``, the class names are the sorted labels."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("datasets")
+    images, labels = [], []
+    for colour, rgb in COLORS.items():
+        for i in range(8):
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), tuple(max(0, v - 7 * i) for v in rgb)).save(buf, "PNG")
+            images.append(buf.getvalue())
+            labels.append(colour)
+    pq.write_table(pa.table({"image": images, "label": labels}), str(tmp_path / "d.parquet"))
+    summary, sizes, _ = run(capsys, tmp_path, f"hf:{tmp_path / 'd.parquet'}",
+                            "--set", "data.val_split=0.25", "--set", "data.test_split=0.25")
+    assert summary["classes"] == ["blue", "green", "red"]
+    assert sizes == {"train": 12, "val": 6, "test": 6}
