@@ -224,3 +224,16 @@ def test_plain_parquet_of_png_bytes_and_string_labels(capsys, tmp_path, fresh_da
                             "--set", "data.val_split=0.25", "--set", "data.test_split=0.25")
     assert summary["classes"] == ["blue", "green", "red"]
     assert sizes == {"train": 12, "val": 6, "test": 6}
+
+
+def test_without_datasets_folders_and_csv_work_and_hf_is_one_line(capsys, tmp_path,
+                                                                   monkeypatch,
+                                                                   fresh_dataset_memo):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` fails
+    root = imagefolder(tmp_path / "hfimg", {"train": 4, "test": 2})
+    summary, sizes, name = run(capsys, tmp_path, str(root))
+    assert name == "imagefolder" and summary["classes"] == ["blue", "green", "red"]
+    code, _, err = cli(capsys, "run", *RUN, "--data", f"hf:{root}", "--out", tmp_path / "runs")
+    assert "pip install 'zoo[hf]'" in assert_one_line_error(err, code)

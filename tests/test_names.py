@@ -103,6 +103,9 @@ def test_registry_choose_makes_the_third_party_one_the_bare_name(acme, capsys, t
 
 
 def test_listing_and_unknown_qualified_names(acme, capsys, tmp_path):
+    code, out, _ = cli(capsys, "plugins")
+    assert code == 0 and "'strategies' answers the bare name, acme:bitfit names the other" in \
+        " ".join(out.split())
     code, out, _ = cli(capsys, "strategies", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["bitfit"]["plugin"] == "strategies" and rows["acme:bitfit"]["plugin"] == "acme"

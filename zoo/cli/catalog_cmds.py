@@ -130,6 +130,8 @@ def plugins_cmd(hook, as_json, requirements):
         if r.error:
             colour = "red" if r.status == "failed" else "yellow"
             out.print(f"[{colour}]{r.name}: {r.error}[/{colour}]")
+    for clash in cat.duplicates:  # a name two plugins register: both kept (zoo.names)
+        out.print(f"[yellow]{clash}[/yellow]", markup=True, highlight=False)
 
 
 def _component_command(kind: str, title: str):
