@@ -105,6 +105,10 @@ class Catalog:
                     raise TypeError(f"{SINGULAR[kind]} name must be a non-empty string")
                 if options.get("job_defaults") is not None:
                     _check_job_defaults(kind, name, options["job_defaults"])
+                if options.get("claims_paths") is not None and not callable(
+                        options["claims_paths"]):
+                    raise TypeError(f"{SINGULAR[kind]} '{name}': claims_paths must be a "
+                                    f"function path -> bool")
                 _added.append(Component(kind, name, obj, _plugin, description, options))
 
             try:
