@@ -8,7 +8,8 @@
   files with an image column, an ``imagefolder`` with ``metadata.csv``/``.jsonl``, ...);
 - a Hub id (``ORG/NAME``): the snapshot in the local Hugging Face cache
   (``huggingface_hub.snapshot_download(..., local_files_only=True)``), loaded as a folder.
-  Not cached: online, it is downloaded into that cache; offline, one line says so.
+  Not cached: online, it is downloaded into ``$ZOO_HOME/datasets/hf/hub`` (looked in
+  too); offline, one line says so.
 
 Splits: ``train``, ``validation`` (→ val) and ``test`` are used as given, a missing val or
 test is carved from train, stratified (as for folders); other splits are ignored with a
@@ -58,19 +59,24 @@ def _snapshot(repo_id: str) -> str:
     from huggingface_hub import snapshot_download  # lazy: optional dependency (hf extra)
     from huggingface_hub.errors import LocalEntryNotFoundError  # lazy: as above
 
-    try:
-        return snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
-    except LocalEntryNotFoundError:
-        pass
-    except Exception as exc:  # a malformed id, a broken cache
-        raise DataError(f"hf:{repo_id}: {type(exc).__name__}: {exc}") from None
+    # the user's Hugging Face cache (HF_HOME / HF_HUB_CACHE), then zoo's own downloads
+    for cache in (None, os.path.join(cache_dir(), "hub")):
+        try:
+            return snapshot_download(repo_id, repo_type="dataset", local_files_only=True,
+                                     cache_dir=cache)
+        except LocalEntryNotFoundError:
+            continue
+        except Exception as exc:  # a malformed id, a broken cache
+            raise DataError(f"hf:{repo_id}: {type(exc).__name__}: {exc}") from None
     reason = offline_reason()
     if reason:
         raise DataError(f"hf:{repo_id} is not in the local Hugging Face cache and zoo is "
                         f"offline ({reason}) — download it when online (huggingface-cli "
                         f"download --repo-type dataset {repo_id}) or pass a local path")
     try:
-        return snapshot_download(repo_id, repo_type="dataset")
+        # downloads go under $ZOO_HOME, like every file zoo writes
+        return snapshot_download(repo_id, repo_type="dataset",
+                                 cache_dir=os.path.join(cache_dir(), "hub"))
     except Exception as exc:  # no network, unknown repo, gated
         raise DataError(f"hf:{repo_id} could not be downloaded ({type(exc).__name__}) — "
                         f"check the name, or pass a local folder: hf:PATH") from None
