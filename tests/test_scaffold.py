@@ -101,7 +101,7 @@ def test_generated_package_shape(kind, tmp_path):
 # -- the generated plugins, loaded and used ----------------------------------------------------
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """All five kinds generated (via the CLI) and 'installed' as dist-infos."""
+    """Every kind generated (via the CLI) and 'installed' as dist-infos."""
     base = tmp_path_factory.mktemp("scaffold")
     roots = {}
     for kind in KINDS:
@@ -122,7 +122,7 @@ def test_generated_plugins_load_through_entry_points(generated, monkeypatch):
     importlib.invalidate_caches()
     cat = make_catalog(entry_points=True)
     table = {"backbone": "providers", "head": "heads", "strategy": "strategies",
-             "metric": "metrics", "dataset": "datasets"}
+             "metric": "metrics", "dataset": "datasets", "logger": "loggers"}
     for kind in KINDS:
         rec = cat.pm.records[f"{PREFIX}-{kind}"]
         assert rec.status == "loaded", rec.error
@@ -140,6 +140,7 @@ def test_zoo_run_uses_every_generated_kind(generated, tmp_path):
     proc = _zoo(["run", f"{PREFIX}-backbone:convnet_s", "--weights", "none",
                  "--head", f"{PREFIX}-head", "--strategy", f"{PREFIX}-strategy",
                  "--metrics", f"accuracy,{PREFIX}-metric", "--data", f"{PREFIX}-dataset",
+                 "--set", f"loggers=[{PREFIX}-logger]",
                  "--set", "data.params.per_class=20", "--epochs", "2", "--batch-size", "16",
                  "--device", "cpu", "--out", str(out), "--name", "scaffolded", "--json"],
                 env_path=roots.values(), cwd=tmp_path)
@@ -156,6 +157,9 @@ def test_zoo_run_uses_every_generated_kind(generated, tmp_path):
     assert f"name: {PREFIX}-head" in job and f"name: {PREFIX}-dataset" in job
     lines = (out / "scaffolded" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["phase"] for x in lines] == ["head", "top-1"]  # the strategy's plan
+    logged = (out / "scaffolded" / f"{PREFIX}-logger.jsonl").read_text().splitlines()
+    assert [json.loads(x).get("epoch") for x in logged] == [1, 2, None]  # the logger's file
+    assert f"weight_decay: {1e-4}" in job or "weight_decay: 0.0001" in job  # job_defaults
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 Plugins register through ``register(...)`` callbacks (see :mod:`zoo.hookspecs`).  The catalog
 calls each plugin's registration hook on its own, so every component is attributed to its
-plugin, two plugins claiming one name are rejected (the error names both), and one plugin's
-exception stays its own.  Building the catalog imports no torch: providers list their models
+plugin; two plugins registering one name both stay addressable as ``PLUGIN:NAME``, the
+first in load order (or ``registry.yaml``'s ``choose:``) answering the bare name
+(:mod:`zoo.names`), and one plugin's exception stays its own.  Building the catalog imports no torch: providers list their models
 only when asked (:meth:`Catalog.list_models`).
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from zoo import names
+from zoo.claims import claimed_by
 from zoo.errors import (AmbiguousNameError, DuplicateComponentError, PluginError,
                         UnknownComponentError, did_you_mean)
 from zoo.contracts import job_defaults_overreach
@@ -84,9 +87,12 @@ class Catalog:
         self.pm = pm if pm is not None else load_plugin_manager()
         self.registry = registry if registry is not None else load_registry()
         self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        # a name a later plugin registered again: kept, addressable as PLUGIN:NAME (zoo.names)
+        self.shadowed: dict[str, dict[str, list[Component]]] = {k: {} for k in KINDS}
         self._model_lists: dict[tuple, list[str]] = {}
         for kind, hook in KINDS.items():
             self._collect(kind, hook)
+        names.apply_choices(self, getattr(self.registry, "choose", None))
 
     # -- collection ------------------------------------------------------------------------
     def _collect(self, kind: str, hook: str) -> None:
@@ -100,6 +106,10 @@ class Catalog:
                     raise TypeError(f"{SINGULAR[kind]} name must be a non-empty string")
                 if options.get("job_defaults") is not None:
                     _check_job_defaults(kind, name, options["job_defaults"])
+                if options.get("claims_paths") is not None and not callable(
+                        options["claims_paths"]):
+                    raise TypeError(f"{SINGULAR[kind]} '{name}': claims_paths must be a "
+                                    f"function path -> bool")
                 _added.append(Component(kind, name, obj, _plugin, description, options))
 
             try:
@@ -114,15 +124,15 @@ class Catalog:
                 if comp.name in table:
                     other = table[comp.name].plugin
                     message = (f"{SINGULAR[kind]} '{comp.name}' is registered by both "
-                               f"'{other}' and '{plugin}'; the one from '{plugin}' is ignored")
-                    record = self.pm.records.get(plugin)
-                    if record is not None:
-                        record.error = message
+                               f"'{other}' and '{plugin}'; '{other}' answers the bare name, "
+                               f"{plugin}:{comp.name} names the other (registry.yaml's "
+                               f"choose: picks the winner)")
                     if strict_plugins():
                         raise DuplicateComponentError(message)
                     self.duplicates.append(message)
-                    continue
-                table[comp.name] = comp
+                    self.shadowed[kind].setdefault(comp.name, []).append(comp)
+                else:
+                    table[comp.name] = comp
                 record = self.pm.records.get(plugin)
                 if record is not None:
                     record.components.setdefault(kind, []).append(comp.name)
@@ -132,6 +142,9 @@ class Catalog:
         for table in self.components.values():
             for name in [n for n, c in table.items() if c.plugin == plugin]:
                 del table[name]
+        for table in self.shadowed.values():
+            for name in list(table):
+                table[name] = [c for c in table[name] if c.plugin != plugin]
         record = self.pm.records.get(plugin)
         if record is not None:
             record.components = {}
@@ -150,6 +163,9 @@ class Catalog:
         table = self.components[kind]
         if name in table:
             return table[name]
+        comp = names.qualified(self, kind, name)  # PLUGIN:NAME
+        if comp is not None:
+            return comp
         # prefix datasets ("torchvision:CIFAR10" served by "torchvision")
         if ":" in name and kind == "datasets":
             prefix = name.split(":", 1)[0]
@@ -204,6 +220,13 @@ class Catalog:
         first in plugin load order when several do."""
         claimed = self.declared("datasets", "serves_paths")
         return claimed[0].name if claimed else None
+
+    def dataset_for_path(self, path: str) -> str | None:
+        """The dataset that reads ``path``: the one whose ``claims_paths(path)`` test says
+        the folder's layout is its own (:mod:`zoo.claims`), else the one serving
+        plain paths.  Two claimants: an error naming both."""
+
+        return claimed_by(self, path) or self.path_dataset()
 
     def unlabeled_path_dataset(self) -> str | None:
         """The dataset that serves paths of unlabeled images (``target_data: {path: ...}``,
@@ -325,7 +348,7 @@ class Catalog:
         serving unlabeled images, :meth:`unlabeled_path_dataset`)."""
         if not value.startswith(("./", "/", "../", "~")) and self.has("datasets", value):
             return {"name": value, "path": None}
-        name = self.unlabeled_path_dataset() if unlabeled else self.path_dataset()
+        name = self.unlabeled_path_dataset() if unlabeled else self.dataset_for_path(value)
         if name is None:
             raise UnknownComponentError(
                 f"'{value}' is not a registered dataset and no installed dataset serves paths "

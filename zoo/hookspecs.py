@@ -112,7 +112,9 @@ def register_datasets(register: Register) -> None:
         ``classes`` list.  With ``prefix=True`` the factory serves every name
         ``NAME:SUFFIX`` (``spec.name`` holds the full name).  With ``serves_paths=True`` it
         serves ``--data PATH`` (a job with ``data.path`` and no ``data.name``); the first
-        such dataset in plugin load order wins.
+        such dataset in plugin load order wins.  ``claims_paths=test`` (``test(path) ->
+        bool``, top two levels of the folder only, nothing heavy imported) claims a path by
+        its layout: the one claimant reads it; two claimants are an error naming both.
     """
 
 

@@ -154,6 +154,8 @@ def _strategy_head(catalog: Catalog, strategy: Any) -> str | None:
 
 def _dataset_for(catalog: Catalog, path: Any) -> str | None:
     """A dataset name for a job that gives none: the path-serving one when there is a path."""
+    if path and isinstance(path, str):
+        return catalog.dataset_for_path(path)
     return catalog.path_dataset() if path else catalog.default_name("datasets")
 
 

@@ -4,7 +4,8 @@ Keys: ``requires`` (plugin distributions that must be installed), ``providers`` 
 which bare model names resolve), ``aliases`` (short model names), ``defaults`` (job-tree
 defaults), ``strategies`` / ``datasets`` (a user's per-component overrides, over the
 components' own ``job_defaults``; empty in the built-in registry) and ``presets`` (named
-partial jobs for ``--preset``).  A user registry (``--registry FILE`` or ``ZOO_REGISTRY``)
+partial jobs for ``--preset``) and ``choose`` (which plugin answers a name two plugins
+register: ``choose: {strategies: {bitfit: acme}}``, see :mod:`zoo.names`).  A user registry (``--registry FILE`` or ``ZOO_REGISTRY``)
 is merged over the built-in one.  The components' own defaults, and which one is a kind's
 default, come from their plugins, not from here (:mod:`zoo.layering`).
 """
@@ -22,7 +23,9 @@ from zoo.jobspec import JobSpec, deep_merge, job_from_tree
 from zoo.io.yamlio import load_yaml
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
-KEYS = ("requires", "providers", "aliases", "defaults", "strategies", "datasets", "presets")
+KEYS = ("requires", "providers", "aliases", "defaults", "strategies", "datasets", "presets",
+        "choose")
+CHOOSE_KINDS = ("providers", "heads", "strategies", "metrics", "datasets", "loggers")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Registry:
     strategies: dict = field(default_factory=dict)
     datasets: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
+    choose: dict = field(default_factory=dict)   # {kind: {name: plugin}}: a clash's winner
     sources: list = field(default_factory=list)
 
     def preset(self, name: str) -> dict:
@@ -72,6 +76,12 @@ def _parse(path: Path) -> dict:
         if not isinstance(alias, str) or not isinstance(target, str) or not target.strip():
             raise ConfigError(f"{path}, line {lines.get(('aliases', alias), '?')}: alias "
                               f"{alias!r} must map a name to a model name, got {target!r}")
+    for kind, picks in (data.get("choose") or {}).items():
+        if kind not in CHOOSE_KINDS or not isinstance(picks, dict) or not all(
+                isinstance(n, str) and isinstance(p, str) for n, p in picks.items()):
+            raise ConfigError(f"{path}, line {lines.get(('choose', kind), '?')}: 'choose' maps "
+                              f"a kind ({', '.join(CHOOSE_KINDS)}) to {{NAME: PLUGIN}}, e.g. "
+                              f"choose: {{strategies: {{bitfit: acme}}}}")
     for key in ("strategies", "datasets", "presets"):
         for name, tree in (data.get(key) or {}).items():
             if not isinstance(name, str) or not isinstance(tree, dict):

@@ -1,5 +1,5 @@
-"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``digits``, ``photos``,
-``torchvision:NAME``, ``shift:NAME``.
+"""Built-in datasets: ``demo``, ``folder``, ``imagefolder``, ``unlabeled``, ``digits``,
+``photos``, ``csv:PATH``, ``hf:NAME``, ``torchvision:NAME``, ``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
 :class:`zoo_datasets.base.ImageDataset`: items are ``(transform(uint8 (3, H, W)), label)``,
@@ -16,6 +16,8 @@ from zoo.hookspecs import hookimpl
 
 from zoo.engine.splits import check_split
 
+from .claims import is_imagefolder, is_saved_dataset  # torch-free layout tests
+
 
 def demo_dataset(spec, split, transform=None, seed=0):
     """Generated shapes and textures (8 classes, 32×32, 2,400 images); no files needed."""
@@ -28,6 +30,29 @@ def folder_dataset(spec, split, transform=None, seed=0):
     """An ImageFolder at ``spec.path`` (class subfolders, or train/val/test folders)."""
     # lazy: the implementation loads on first use (folder, tv import torch)
     from .folder import build
+
+    return build(spec, check_split(split), transform, seed)
+
+
+def imagefolder_dataset(spec, split, transform=None, seed=0):
+    """A Hugging Face imagefolder at ``spec.path`` labeled by its metadata.csv/.jsonl."""
+    from .metadata import build  # lazy: the implementation loads on first use (imports torch)
+
+    return build(spec, check_split(split), transform, seed)
+
+
+
+
+def csv_dataset(spec, split, transform=None, seed=0):
+    """``csv:PATH`` — images listed in a CSV (path,label[,split]; see ``zoo_datasets.csvdata``)."""
+    from .csvdata import build  # lazy: the implementation loads on first use (imports torch)
+
+    return build(spec, check_split(split), transform, seed)
+
+
+def hf_dataset(spec, split, transform=None, seed=0):
+    """``hf:NAME`` — a Hugging Face ``datasets`` dataset (see ``zoo_datasets.hf``)."""
+    from .hf import build  # lazy: datasets and torch load on first use
 
     return build(spec, check_split(split), transform, seed)
 
@@ -76,6 +101,15 @@ def register_datasets(register):
              description="generated shapes and textures: 8 classes, 32x32, no download")
     register("folder", folder_dataset, serves_paths=True,  # --data PATH
              description="images in class subfolders at data.path (ImageFolder layout)")
+    register("imagefolder", imagefolder_dataset, claims_paths=is_imagefolder,
+             description="a Hugging Face imagefolder at data.path labeled by metadata.csv/"
+                         ".jsonl (claims --data PATH laid out that way)")
+    register("csv", csv_dataset, prefix=True,
+             description="csv:PATH, images listed in a CSV: path,label[,split], paths "
+                         "relative to the CSV")
+    register("hf", hf_dataset, prefix=True, claims_paths=is_saved_dataset,
+             description="hf:PATH or hf:ORG/NAME, a Hugging Face datasets dataset (save_to_disk"
+                         ", parquet, Hub cache); needs pip install 'zoo[hf]'")
     register("unlabeled", unlabeled_dataset, serves_unlabeled_paths=True,  # target_data PATH
              description="every image under data.path, labels unused (target_data of a UDA job)")
     register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},

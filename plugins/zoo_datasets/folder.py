@@ -268,14 +268,22 @@ def scan(root: str, cache_images: bool | None, follow_links: bool = False) -> Fo
 def split_positions(index: FolderIndex, val: float, test: float, seed: int
                     ) -> tuple[dict[str, list[int]], list[str]]:
     """Positions in ``index`` of each split: given folders kept, missing ones carved."""
-    if all(o is None for o in index.origins):
-        return stratified_split(index.labels, val, test, seed, index.classes)
-    given = {s: [p for p, o in enumerate(index.origins) if o == s] for s in SPLIT_FOLDERS}
+    return split_by_origin(index.labels, index.origins, index.classes, val, test, seed)
+
+
+def split_by_origin(labels: list[int], origins: list[str | None], classes: list[str],
+                    val: float, test: float, seed: int
+                    ) -> tuple[dict[str, list[int]], list[str]]:
+    """Positions of each split: ``origins`` (train/val/test per item, or all None) kept,
+    a missing val or test carved from train, stratified, by its fraction."""
+    if all(o is None for o in origins):
+        return stratified_split(labels, val, test, seed, classes)
+    given = {s: [p for p, o in enumerate(origins) if o == s] for s in SPLIT_FOLDERS}
     # carve a missing val/ or test/ out of train/ (fraction 0 for the folders that exist)
     train = given["train"]
-    carved, warnings = stratified_split([index.labels[p] for p in train],
+    carved, warnings = stratified_split([labels[p] for p in train],
                                         0.0 if given["val"] else val,
-                                        0.0 if given["test"] else test, seed, index.classes)
+                                        0.0 if given["test"] else test, seed, classes)
     out = {s: sorted(given[s] + [train[i] for i in carved[s]]) for s in ("val", "test")}
     out["train"] = [train[i] for i in carved["train"]]
     return out, warnings
@@ -329,11 +337,18 @@ def build(spec, split: str, transform, seed: int) -> FolderDataset:
     root = _check_path(spec.path)
     key = ("folder", os.path.realpath(root), signature(root), spec.cache_images, follow)
     index = memo(key, lambda: scan(root, spec.cache_images, follow))
+    return split_dataset(index, spec, split, transform, seed, name="folder")
+
+
+def split_dataset(index: FolderIndex, spec, split: str, transform, seed: int,
+                  name: str) -> FolderDataset:
+    """One split of ``index``: given splits kept, missing ones carved, few-shot on train
+    (shared by ``folder``, ``imagefolder`` and ``csv:``)."""
     parts, split_warnings = split_positions(index, spec.val_split, spec.test_split, seed)
     positions = parts[split]
     if split == "train":
         positions = few_shot(positions, index.labels, spec.max_per_class, seed)
-    return FolderDataset(index, positions, name="folder", split=split, classes=index.classes,
+    return FolderDataset(index, positions, name=name, split=split, classes=index.classes,
                          targets=[index.labels[p] for p in positions],
                          sample_ids=[index.files[p] for p in positions], transform=transform,
                          warnings=[*index.warnings, *split_warnings])

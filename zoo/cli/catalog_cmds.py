@@ -1,6 +1,8 @@
 """Catalog commands: ``zoo list``, ``zoo info``, ``zoo plugins`` and the component listings."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sys
 
 import click
@@ -128,6 +130,8 @@ def plugins_cmd(hook, as_json, requirements):
         if r.error:
             colour = "red" if r.status == "failed" else "yellow"
             out.print(f"[{colour}]{r.name}: {r.error}[/{colour}]")
+    for clash in cat.duplicates:  # a name two plugins register: both kept (zoo.names)
+        out.print(f"[yellow]{clash}[/yellow]", markup=True, highlight=False)
 
 
 def _component_command(kind: str, title: str):
@@ -136,6 +140,9 @@ def _component_command(kind: str, title: str):
     def command(as_json):
         cat = get_catalog()
         comps = [cat.components[kind][n] for n in cat.names(kind)]
+        # a name another plugin also registers: listed as PLUGIN:NAME, how a job names it
+        comps += [replace(c, name=f"{c.plugin}:{c.name}")
+                  for n in cat.names(kind) for c in cat.shadowed[kind].get(n, [])]
         if as_json:
             print_json([{"name": c.name, "plugin": c.plugin, "description": c.description,
                          **({"defaults": getattr(c.obj, "defaults", {})}

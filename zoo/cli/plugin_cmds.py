@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from zoo.kit.scaffold import new_plugin, plugin_names
+from zoo.kit.scaffold import HOOKS, KINDS, new_plugin, plugin_names
 
 
 def register(cli: click.Group) -> None:
@@ -13,7 +13,7 @@ def register(cli: click.Group) -> None:
 @click.command("new-plugin")
 @click.argument("name")
 @click.option("--kind", required=True,
-              type=click.Choice(["backbone", "head", "strategy", "metric", "dataset"]),
+              type=click.Choice(list(KINDS)),
               help="What the plugin registers.")
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(),
               help="Where to create the zoo-NAME/ folder.")
@@ -35,10 +35,5 @@ def new_plugin_cmd(name, kind, directory):
         click.echo(f"  {path.relative_to(root)}")
     click.echo("next:")
     click.echo(f"  cd {root} && pip install -e .")
-    click.echo(f"  zoo plugins --hook {_HOOK[kind]}")
+    click.echo(f"  zoo plugins --hook {HOOKS[kind]}")
     click.echo("  python -m pytest tests -q")
-
-
-_HOOK = {"backbone": "register_backbone_providers", "head": "register_heads",
-         "strategy": "register_strategies", "metric": "register_metrics",
-         "dataset": "register_datasets"}

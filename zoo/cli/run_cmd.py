@@ -36,7 +36,9 @@ def job_options(f):
     """Options shared by every command that builds a job (run, compare, rank)."""
     options = [
         click.option("--data", default=None, help="Dataset name (demo, digits, "
-                     "torchvision:CIFAR10, ...) or an ImageFolder path (./X forces a path)."),
+                     "torchvision:CIFAR10, csv:FILE, hf:PATH|ORG/NAME, ...) or a folder: an "
+                     "ImageFolder, or a layout a dataset claims (a Hugging Face imagefolder "
+                     "with metadata.csv; ./X forces a path). See docs/datasets.md."),
         click.option("--data-root", default=None,
                      help="Where downloadable datasets live (default $ZOO_HOME/datasets)."),
         click.option("--weights", default=None,
@@ -209,7 +211,8 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     if not quiet and not as_json:
         out.print(f"[bold]zoo run[/bold] {job.model} · strategy {job.strategy.name} · "
                   f"data {job.data.path or job.data.name} · {job.train.epochs} epochs")
-    summary = api.run(job, catalog=cat, quiet=quiet or as_json, console=out, resume=resume)
+    summary = api.run(job, catalog=cat, quiet=quiet or as_json, console=out, resume=resume,
+                      on_plan=None if quiet or as_json else lambda p: print_notes(out, p))
     if as_json:
         print_json(summary)
         return
@@ -237,6 +240,13 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
             for item in (value if param.multiple else [value]):
                 args += [max(param.opts, key=len), str(item)]
     return args
+
+
+def print_notes(out, plan: dict) -> None:
+    """The plan's notes as ``zoo run`` starts training: automatic choices
+    (``backbone_lr_mult auto → 0.1``) and, for ``auto``, its choice and trial table."""
+    for note in plan.get("notes", []):
+        out.print(note, markup=False, highlight=False, soft_wrap=True)  # tables: no wrap
 
 
 def print_plan(out, plan: dict) -> None:

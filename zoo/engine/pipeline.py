@@ -40,6 +40,7 @@ from zoo.engine.outputs import save_model, versions
 from zoo.engine.prepare import Prepared, prepare
 from zoo.engine.runtime import Runtime, compile_backbone, pick_device
 from zoo.errors import CheckpointError, ZooError, one_line, state_dict_error
+from zoo.names import components_used, job_uses
 from zoo.strategy import apply_model_changes, finalize_model_changes
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
@@ -280,6 +281,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                      "epochs": plan.epochs, "seed": job.seed, "device": str(device),
                      "world_size": distributed.world_size(),
                      "versions": versions(catalog), "warnings": warnings,
+                     "components": components_used(
+                         catalog, job_uses(job, built.ref.provider, catalog)),
                      "loader": loader_settings, "threads": tp.to_dict()}
     rec.summary, rec.started = summary, started
     history = list(state.history) if state else []

@@ -12,6 +12,7 @@ from zoo.engine.data import DataBundle, load_splits
 from zoo.engine.text_head import apply_head_init
 from zoo.engine.transforms import build_transform
 from zoo.jobspec import check_against_data
+from zoo.names import job_uses, shadow_warnings
 
 
 @dataclass
@@ -62,6 +63,9 @@ def prepare(catalog, job, warnings: list | None = None,
     transforms = split_transforms(cfg, built.image_size, job.data.augment)
     bundle = raw.with_transforms(transforms)
     warnings.extend(w for w in raw.warnings if w not in warnings)
+    # a bare name another plugin also registers: say whose component runs (zoo.names)
+    uses = job_uses(job, built.ref.provider)
+    warnings.extend(w for w in shadow_warnings(catalog, uses) if w not in warnings)
     native = cfg.input_size
     if built.weights.get("source") not in ("none", "random-init") and \
             built.image_size * 4 <= native:

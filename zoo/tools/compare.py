@@ -47,11 +47,14 @@ def split_sets(sets: list[str], strategies: list[str]) -> dict[str, list[str]]:
     for item in sets or []:
         key = item.partition("=")[0]
         if ":" in key:
-            prefix, rest = item.split(":", 1)
-            if prefix not in own:
-                raise ConfigError(f"--set {item!r}: '{prefix}' is not one of the compared "
-                                  f"strategies ({', '.join(strategies)})")
-            own[prefix].append(rest)
+            # the longest compared name the key starts with: a qualified strategy
+            # (acme:bitfit:train.lr=0.1) has a colon of its own
+            prefix = max((s for s in strategies if key.startswith(s + ":")), key=len,
+                         default=None)
+            if prefix is None:
+                raise ConfigError(f"--set {item!r}: '{key.rsplit(':', 1)[0]}' is not one of "
+                                  f"the compared strategies ({', '.join(strategies)})")
+            own[prefix].append(item[len(prefix) + 1:])
         else:
             common.append(item)
     return {s: common + own[s] for s in strategies}

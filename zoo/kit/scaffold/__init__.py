@@ -27,10 +27,10 @@ from pathlib import Path
 from zoo.catalog import get_catalog
 from zoo.errors import ZooError
 
-KINDS = ("backbone", "head", "strategy", "metric", "dataset")
+KINDS = ("backbone", "head", "strategy", "metric", "dataset", "logger")
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _CATALOG_KIND = {"backbone": "providers", "head": "heads", "strategy": "strategies",
-                 "metric": "metrics", "dataset": "datasets"}
+                 "metric": "metrics", "dataset": "datasets", "logger": "loggers"}
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,11 @@ DESCRIPTIONS = {
     "strategy": "a transfer strategy (head first, then the last k backbone groups)",
     "metric": "a metric (balanced accuracy: mean per-class recall)",
     "dataset": "a synthetic dataset (oriented gradients, no files needed)",
+    "logger": "a logger (one JSON line per epoch in the run folder)",
 }
 HOOKS = {"backbone": "register_backbone_providers", "head": "register_heads",
          "strategy": "register_strategies", "metric": "register_metrics",
-         "dataset": "register_datasets"}
+         "dataset": "register_datasets", "logger": "register_loggers"}
 USAGE = {
     "backbone": "zoo list '__COMPONENT__:*'\nzoo run __COMPONENT__:convnet_s --weights none",
     "head": "zoo heads\nzoo run resnet18 --head __COMPONENT__ --set head.params.dropout=0.1",
@@ -152,4 +153,5 @@ USAGE = {
     "metric": "zoo metrics\nzoo run resnet18 --metrics accuracy,__COMPONENT__",
     "dataset": "zoo datasets\nzoo run resnet18 --data __COMPONENT__ "
                "--set data.params.per_class=40",
+    "logger": "zoo loggers\nzoo run resnet18 --set loggers=[__COMPONENT__]",
 }

@@ -18,6 +18,7 @@ from zoo.errors import DataError, UnknownComponentError, WeightsError, did_you_m
 from zoo.hookspecs import hookimpl
 from zoo.jobspec import JobSpec, deep_merge, job_from_tree
 from zoo.layering import complete_job
+from zoo.names import prefer_plugins
 from zoo.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginRecord, ZooPluginManager
 from zoo.registry import load_registry
 
@@ -95,7 +96,9 @@ def make_catalog(*plugins: Any, builtins: bool = True, entry_points: bool = Fals
         by ``$ZOO_REGISTRY``).
 
     A plugin given here that fails validation or whose registration hook raises makes this
-    raise ``AssertionError`` with the recorded error.
+    raise ``AssertionError`` with the recorded error.  A name a plugin given here shares
+    with a built-in is that plugin's in this catalog (the built-in one stays reachable as
+    ``PLUGIN:NAME``), so a plugin's tests exercise its own component.
     """
     pm = ZooPluginManager()
     if entry_points:
@@ -121,6 +124,9 @@ def make_catalog(*plugins: Any, builtins: bool = True, entry_points: bool = Fals
         record = pm.records.get(name)
         if record is not None and record.status == "failed":
             _fail(f"plugin {name!r} failed: {record.error}")
+    # the plugins under test answer the names they share with a built-in: their tests
+    # must exercise their own component (`name` = PLUGIN:NAME reaches the other one)
+    prefer_plugins(catalog, [n for n in names if n != TESTING_PLUGIN])
     return catalog
 
 
