@@ -163,6 +163,7 @@ _FACADE = {
     "predict": ("zoo.runs.predict", "predict"),
     "export_run": ("zoo.runs.export", "export_run"),
     "compare": ("zoo.tools.compare", "compare"),
+    "soup_runs": ("zoo.runs.soup", "soup"),
     "rank_models": ("zoo.tools.rank", "rank"),
     "ranked": ("zoo.tools.rank", "ranked"),
     "RANK_METRICS": ("zoo.tools.rank", "METRICS"),
