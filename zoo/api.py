@@ -164,6 +164,8 @@ _FACADE = {
     "export_run": ("zoo.runs.export", "export_run"),
     "compare": ("zoo.tools.compare", "compare"),
     "soup_runs": ("zoo.runs.soup", "soup"),
+    "adapt_run": ("zoo.runs.adapt", "adapt"),
+    "data_params": ("zoo.runs.adapt", "parse_params"),
     "rank_models": ("zoo.tools.rank", "rank"),
     "ranked": ("zoo.tools.rank", "ranked"),
     "RANK_METRICS": ("zoo.tools.rank", "METRICS"),
