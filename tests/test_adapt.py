@@ -144,3 +144,19 @@ def test_episodic_reports_online_metrics(source_run, tmp_path, capsys):
 def test_bad_input_is_one_line(source_run, capsys, args, words):
     code, _, err = cli(capsys, "adapt", source_run, *SHIFT, *args)
     assert words in assert_one_line_error(err, code)
+
+
+def test_benchmark_table_reports_gains_over_source_only():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tta.py"
+    spec = importlib.util.spec_from_file_location("bench_tta", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"pair": "digits→noise4", "method": m, "seed": s, "accuracy": a}
+            for m, accs in (("source-only", (0.10, 0.12)), ("adabn", (0.30, 0.32)),
+                            ("tent@10", (0.10, 0.11)))
+            for s, a in enumerate(accs)]
+    text = bench.table(rows, 2, ["source-only", "adabn", "tent@10"])
+    line = next(x for x in text.splitlines() if x.startswith("| digits→noise4"))
+    assert "11.0 ± 1.4" in line and "(+20.0, win)" in line and "(-0.5, loss)" in line
