@@ -141,3 +141,20 @@ def test_compare_soup_adds_the_soups_row(tmp_path, capsys):
     assert summary["test"] == soup_row["test"]
     assert {Path(i["run_dir"]).name for i in summary["soup"]["ingredients"]} == {
         "finetune-seed0", "linear-probe-seed0"}
+
+
+def test_compare_soup_row_fails_with_its_reason(runs, tmp_path):
+    from zoo.tools.compare_soup import add_soup_rows
+
+    _, found, other_seed = runs
+    result = {"strategies": ["finetune"], "seeds": [0, 1], "runs": [
+        {"strategy": "finetune", "seed": 0, "status": "completed",
+         "run_dir": found[0]["run_dir"]},
+        {"strategy": "finetune", "seed": 1, "status": "completed",
+         "run_dir": other_seed["run_dir"]}]}
+    logged = []
+    add_soup_rows(result, tmp_path, None, logged.append)
+    rows = [r for r in result["runs"] if r["strategy"] == "soup"]
+    assert result["strategies"] == ["finetune", "soup"] and len(rows) == 2
+    assert all(r["status"] == "failed" and "at least two" in r["error"] for r in rows)
+    assert len(logged) == 2 and "FAILED" in logged[0]
