@@ -80,6 +80,7 @@ class TrainSpec:
     feature_cache: str | bool = "auto"  # auto | off : frozen-backbone phases on cached features
     cache_budget_mb: int = 2048        # largest feature cache kept (memory or disk)
     sync_bn: bool = False              # torchrun: SyncBatchNorm across ranks (CUDA only)
+    ema: float | None = None           # EMA of the weights with this decay (zoo.engine.ema)
 
 
 @dataclass
@@ -314,6 +315,8 @@ def _check_values(job: JobSpec) -> None:
         (t.warmup_epochs >= 0, f"'train.warmup_epochs' must be >= 0, got {t.warmup_epochs}"),
         (0 <= t.label_smoothing < 1, "'train.label_smoothing' must be in [0, 1)"),
         (t.grad_clip is None or t.grad_clip > 0, "'train.grad_clip' must be positive or null"),
+        (t.ema is None or 0 < t.ema < 1,
+         f"'train.ema' must be a decay in (0, 1) such as 0.999, or null; got {t.ema!r}"),
         (t.cache_budget_mb >= 0, "'train.cache_budget_mb' must be >= 0"),
         (t.early_stop_patience is None or t.early_stop_patience >= 1,
          "'train.early_stop_patience' must be at least 1 or null"),

@@ -22,10 +22,12 @@ def register(cli: click.Group) -> None:
               help="Source task for the joint strategy (a dataset name or folder).")
 @click.option("--target-data", default=None, metavar="DATA",
               help="Unlabeled target images for adabn/dann/mcc (a folder or dataset name).")
+@click.option("--soup", is_flag=True, help="Add a greedy soup of each seed's runs to the "
+              "leaderboard (strategy 'soup', see `zoo soup`).")
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json only.")
 @quiet_option
-def compare_cmd(model, strategies, seeds, as_json, quiet, preset, config, registry, sets,
+def compare_cmd(model, strategies, seeds, soup, as_json, quiet, preset, config, registry, sets,
                 **flags):
     """Compare transfer strategies for MODEL on the same data and splits.
 
@@ -49,7 +51,7 @@ def compare_cmd(model, strategies, seeds, as_json, quiet, preset, config, regist
     log = progress_log(out, quiet)
 
     result = compare(model, names, seeds=seeds, flags=tree, sets=list(sets), config=config,
-                     preset=preset, catalog=cat, log=log)
+                     preset=preset, catalog=cat, log=log, soup=soup)
     if as_json:
         print_json(result)
         return

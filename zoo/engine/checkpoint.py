@@ -61,12 +61,16 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | 
         for k, v in sd.items():
             tensors[f"term.{i}.{k}"] = v
         terms.append({"name": getattr(term, "name", type(term).__name__), "tensors": len(sd)})
+    ema = getattr(state, "ema", None)  # train.ema: the average, in this same file
+    if hasattr(ema, "tensors"):
+        tensors.update(ema.tensors())
     info = {"schema": SCHEMA, "epoch": state.epoch, "best_value": state.best_value,
             "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
             "stopped_early": bool(getattr(state, "stopped_early", False)),
             "history": state.history, "optimizer": opt_json, "loss_terms": terms,
             "best_from_model": best_from_model, **meta,
-            checkpoint_checks.DIGEST_KEY: checkpoint_checks.tensor_digest(tensors)}
+            checkpoint_checks.DIGEST_KEY: checkpoint_checks.tensor_digest(tensors),
+            **({"ema": ema.info()} if hasattr(ema, "info") else {})}
     folder = Path(run_dir) / "checkpoint"
     _keep_previous(folder)
     # one file, one rename: a signal or SIGKILL at any moment leaves either the previous
@@ -147,6 +151,10 @@ def load_checkpoint(run_dir: Path, warn=None, epochs: int | None = None):
                      optimizer_state=opt)
     state.stopped_early = bool(info.get("stopped_early"))
     state.term_states = terms
+    ema = {k: v for k, v in tensors.items() if k.startswith("ema.")}
+    if ema:  # zoo.engine.ema.start rebuilds the average from these
+        state.ema = {"tensors": ema, "info": info.get("ema") if isinstance(info.get("ema"),
+                                                                           dict) else {}}
     return model_state, state, info
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo import faults
 from zoo.engine import distributed
+from zoo.engine import ema as weight_ema
 from zoo.engine.guard import signals_deferred
 from zoo.engine.runtime import Runtime, autocast_for
 from zoo.engine.state import (CheckpointPacer, EpochResult, FitState,  # noqa: F401
@@ -138,6 +139,7 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
     ckpt = CheckpointPacer()
     fault_epoch = faults.interrupt_after_epoch()  # test-only (zoo.faults)
     apply_model_changes(plan, model, groups)  # once per model (the pipeline did it already)
+    ema = weight_ema.start(model, job, state)  # train.ema: None without it
     epoch_base = 0
     for phase in plan.phases:
         if state.epoch >= epoch_base + phase.epochs:  # finished before a resume
@@ -152,6 +154,8 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                 epoch = epoch_base + epoch_in_phase + 1
                 result = _fit_epoch(phase, epoch, model, job, loaders, metrics, rt, state,
                                     cached, log)
+                if ema is not None:  # the closed-form result is the new starting point
+                    ema.reset(model)
                 # the epoch's line in metrics.jsonl and its checkpoint: both or neither
                 with signals_deferred():
                     if on_epoch:
@@ -234,6 +238,8 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                         f"the learning rate (now {t.lr:g}, e.g. --lr {t.lr / 10:g}) or use "
                         "--set train.on_nan=skip; the last good checkpoint is kept")
                 rt.backward_and_step(loss, optimizer)
+                if ema is not None:
+                    ema.update(model)
                 n_steps += 1
                 running += loss_value * targets.numel()
                 seen += targets.numel()
@@ -258,6 +264,10 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
                 val_raw, _ = evaluate(forward, val_loader, metrics, rt.device, t.precision,
                                       t.channels_last)
                 val = {k: v for k, v in val_raw.items() if isinstance(v, float)}
+                if ema is not None:  # the average validated too: ema_* in the record
+                    weight_ema.validate(ema, model, lambda: evaluate(
+                        forward, val_loader, metrics, rt.device, t.precision,
+                        t.channels_last)[0], val)
             elapsed = time.perf_counter() - start
             passes = {} if cached else {"train": seen, **(
                 {"val": len(val_loader.dataset)} if val else {})}
@@ -268,12 +278,13 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, devic
             state.epoch = epoch
             state.history.append(result.record())
             value = val.get(monitor, val.get("loss")) if val else -result.train_loss
+            value, from_ema = weight_ema.pick(ema, val, monitor, mode, value)
             improved = (state.best_value is None or
                         (value > state.best_value if mode == "max" or monitor not in val
                          else value < state.best_value))
             if improved:
                 state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-                state.best_state = snapshot(model)
+                state.best_state = weight_ema.keep_best(ema, model, from_ema)
             else:
                 state.bad_epochs += 1
             state.optimizer_state = optimizer.state_dict()

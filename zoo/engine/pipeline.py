@@ -36,6 +36,7 @@ from zoo.engine.loop import evaluate, fit
 from zoo.engine.phases import data_streams, phase_records
 from zoo.engine.loggers import close_loggers, log_epoch
 from zoo.engine.metric_files import add_always_metrics, write_metric_files
+from zoo.engine.ema import summary_of as ema_summary
 from zoo.engine.outputs import save_model, versions
 from zoo.engine.prepare import Prepared, prepare
 from zoo.engine.runtime import Runtime, compile_backbone, pick_device
@@ -354,7 +355,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                    "trainable_percent": plan_dict["phases"][-1]["trainable_percent"]},
         "phases": phase_records(plan, history),
         "model_changes": plan_dict["model_changes"],
-        "test": test,
+        "test": test, **ema_summary(state),  # train.ema: which weights were kept
     })
     save_model(run_dir / "model.safetensors", model, built, job, bundle.classes)
     with guard.signals_deferred():

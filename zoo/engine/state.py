@@ -47,6 +47,7 @@ class FitState:
     optimizer_state: dict | None = None  # of the phase in progress
     stopped_early: bool = False    # early stopping ended the run: a resume trains no more
     term_states: dict | None = None  # loss terms' saved tensors (zoo.engine.checkpoint)
+    ema: object = None             # train.ema: the weights' average (zoo.engine.ema)
 
 
 CHECKPOINT_SHARE = 0.02  # of an epoch: the most a checkpoint may cost to be written every epoch
@@ -97,6 +98,7 @@ class CheckpointPacer:
                         best_epoch=state.best_epoch, best_state=state.best_state,
                         bad_epochs=state.bad_epochs, history=list(state.history),
                         optimizer_state=opt, stopped_early=state.stopped_early)
+        copy.ema = state.ema.copy() if hasattr(state.ema, "copy") else state.ema
         keep(copy, snapshot(model))
 
 

@@ -36,6 +36,7 @@ from zoo.errors import ConfigError, RunInterrupted, ZooError
 from zoo.jobspec import deep_merge
 from zoo.layering import complete_job, load_job
 from zoo.tools.compare_report import leaderboard_csv, plot_compare
+from zoo.tools.compare_soup import add_soup_rows
 from zoo.tools.lr_find import record_in_summary, resolve_auto_lr
 
 SCHEMA = 1
@@ -67,12 +68,14 @@ MAX_SEEDS = 1000
 def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
             flags: dict | None = None, sets: list[str] | None = None, config=None,
             preset: str | None = None, out: str | None = None, name: str | None = None,
-            catalog=None, log: Callable | None = None) -> dict:
+            catalog=None, log: Callable | None = None, soup: bool = False) -> dict:
     """Run each strategy with each seed; write and return the comparison (``compare.json``).
 
     :param seeds: a count (seeds ``base, base+1, ...`` from the job's ``seed``) or a list.
     :param flags: a job-tree fragment applied to every run (``{"train": {"epochs": 3}}``).
     :param sets: ``--set`` strings; ``NAME:KEY=VALUE`` applies to strategy NAME only.
+    :param soup: add a greedy soup of each seed's runs as strategy ``soup``
+        (:mod:`zoo.tools.compare_soup`).
     """
     from zoo.engine.pipeline import run  # lazy: imports torch
 
@@ -142,6 +145,8 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
         _finish(result, catalog, metric, mode, partial=True)
         atomic.write_json(cmp_dir / "compare.json", result)
         raise
+    if soup:
+        add_soup_rows(result, cmp_dir, catalog, log)
     result["status"] = "completed"
     result["seconds"] = round(time.perf_counter() - started, 3)
     _finish(result, catalog, metric, mode, partial=False)
