@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.engine import channels
 from zoo.engine.build import BuiltModel, build_model
 from zoo.engine.data import DataBundle, load_splits
 from zoo.engine.text_head import apply_head_init
@@ -58,6 +59,8 @@ def prepare(catalog, job, warnings: list | None = None,
         check(raw.classes)
     built = build_model(catalog, job, len(raw.classes), warnings)
     apply_head_init(built.model, raw.classes, job)  # head.init: text (zoo.engine.text_head)
+    # data.channels ≠ 3 or array files: stem adapted, the training split's own mean/std
+    channels.configure(built, raw, job, warnings)
     cfg = built.model.backbone.pretrained_cfg
     transforms = split_transforms(cfg, built.image_size, job.data.augment)
     bundle = raw.with_transforms(transforms)

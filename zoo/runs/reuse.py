@@ -57,6 +57,10 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
     except TypeError as exc:  # a factory's signature refusing the recorded params
         raise CheckpointError(f"{path}: head '{meta['head']['name']}' rejected its params "
                               f"{meta['head'].get('params')}: {exc}") from None
+    if backbone.pretrained_cfg.channels != 3:  # the run's stem took that many channels
+        from zoo.engine.channels import adapt_stem  # lazy: imports timm
+
+        adapt_stem(backbone, backbone.pretrained_cfg.channels, check=False)
     # the classifier of the weights the run started from, not the provider's default one
     match_saved_classifier(backbone, tensors, "backbone.source_classifier.")
     model = TransferModel(backbone, head)
