@@ -197,6 +197,11 @@ def check_model_meta(meta: Any, path: str | Path) -> dict:
     unknown = set(cfg) - {"input_size", "mean", "std", "interpolation", "crop_pct", "channels"}
     if unknown:
         raise _bad(path, f"'pretrained_cfg' has unknown keys {sorted(unknown)}")
+    unmerged = meta.get("unmerged", [])
+    if not (isinstance(unmerged, list) and len(unmerged) <= 16 and all(
+            isinstance(u, dict) and isinstance(u.get("strategy"), str)
+            and isinstance(u.get("state"), dict) for u in unmerged)):
+        raise _bad(path, "'unmerged' must be a list of {strategy: NAME, state: {...}}")
     return meta
 
 

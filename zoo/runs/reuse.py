@@ -64,6 +64,7 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
     # the classifier of the weights the run started from, not the provider's default one
     match_saved_classifier(backbone, tensors, "backbone.source_classifier.")
     model = TransferModel(backbone, head)
+    restore_unmerged(model, meta.get("unmerged", []), catalog, path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -71,6 +72,21 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
                               f"{state_dict_error(exc)}") from None
     model.to(device).eval()
     return LoadedRun(run_dir, job, model, meta, meta["classes"], int(meta["image_size"]))
+
+
+def restore_unmerged(model, records: list, catalog, path) -> None:
+    """Re-apply the model changes that could not merge into the weights (VPT's prompts),
+    each rebuilt by the strategy that made it (``restore_change(state)``), before loading."""
+    for rec in records:
+        name = rec["strategy"]
+        if not catalog.has("strategies", name):
+            raise CheckpointError(f"{path} keeps unmerged '{name}' changes but no strategy "
+                                  f"'{name}' is installed — install the plugin that provides it")
+        strategy = catalog.get("strategies", name).obj
+        if not hasattr(strategy, "restore_change"):
+            raise CheckpointError(f"{path}: strategy '{name}' cannot rebuild its unmerged "
+                                  "change (it has no restore_change)")
+        strategy.restore_change(rec["state"]).apply(model)
 
 
 def torch_device(name):
