@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zoo.catalog import get_catalog
 from zoo.engine.data import load_splits, make_loader
+from zoo.engine.resolution import fit_input_size
 from zoo.io import runfolder as rundir
 from zoo.errors import CheckpointError, ConfigError, state_dict_error
 from zoo.jobspec import check_device, job_from_tree, load_job_file
@@ -57,6 +58,7 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
     except TypeError as exc:  # a factory's signature refusing the recorded params
         raise CheckpointError(f"{path}: head '{meta['head']['name']}' rejected its params "
                               f"{meta['head'].get('params')}: {exc}") from None
+    fit_input_size(backbone, int(meta["image_size"]))  # a fixed-size ViT at the run's size
     if backbone.pretrained_cfg.channels != 3:  # the run's stem took that many channels
         from zoo.engine.channels import adapt_stem  # lazy: imports timm
 
