@@ -152,3 +152,27 @@ def test_data_channels_turns_rgb_images_into_one_channel(tmp_path):
     from zoo.runs.reuse import load_run
 
     assert load_run(summary["run_dir"], make_catalog()).model.backbone.pretrained_cfg.channels == 1
+
+
+def test_cli_run_predict_export_on_a_13_band_folder(tmp_path, capsys):
+    from zoo_cli_helpers import assert_one_line_error, cli
+
+    data = _array_folder(tmp_path / "bands", 13, "npy", last=True)
+    code, out, err = cli(capsys, "run", "timm:test_resnet", "--data", data, "--weights", "none",
+                         "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                         "--out", tmp_path / "runs", "--json", "-q")
+    assert code == 0, err
+    run_dir = json.loads(out)["run_dir"]
+    code, out, err = cli(capsys, "predict", run_dir, data / "high" / "0.npy", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["top"][0]["class"] in ("low", "high")
+    code, out, err = cli(capsys, "export", run_dir, "--json")
+    assert code == 0, err
+    exported = json.loads(out)["path"]
+    meta = json.loads(__import__("safetensors").safe_open(exported, "pt").metadata()["zoo"])
+    assert meta["pretrained_cfg"]["channels"] == 13
+    # 13-band data into a 4-channel run: one line naming data.channels
+    code, out, err = cli(capsys, "run", "timm:test_resnet", "--data", data, "--weights", "none",
+                         "--epochs", "1", "--set", "data.channels=4", "--out", tmp_path / "r2")
+    assert_one_line_error(err, code)
+    assert "data.channels" in err

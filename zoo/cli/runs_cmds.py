@@ -99,8 +99,9 @@ def predict_cmd(run_dir, images, top_k, device, as_json):
 def export_cmd(run_dir, fmt, out, as_json):
     """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`) or torch.export (.pt2).
 
-    The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
-    files get a .json sidecar with classes, image size and mean/std.
+    The exported model maps normalised images (N, C, S, S) to logits (C: 3, or the run's
+    data.channels); ONNX and torch-export files get a .json sidecar with classes, image
+    size, channels and mean/std.
     """
     result = export_run(run_dir, fmt, out)
     if as_json:
