@@ -115,3 +115,36 @@ def test_vpt_run_folder_loads_with_eval_predict_export(tmp_path):
     x = example_input(run)
     with torch.no_grad():
         torch.testing.assert_close(program(x), run.model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_open_clip_towers_take_prompts():
+    open_clip = pytest.importorskip("open_clip")
+    from open_clip.transformer import VisionTransformer
+
+    from zoo.backbones import Backbone
+
+    body = VisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2,
+                             mlp_ratio=2.0, output_dim=16)
+    bb = Backbone(body, 16, name="tiny_clip", provider="openclip")
+    model = TransferModel(bb, nn.Linear(16, 3))
+    groups = build_layer_groups(model, _FallbackGroups())
+    seen = []
+    body.ln_post.register_forward_pre_hook(lambda m, i: seen.append(tuple(i[0].shape)))
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        plain = model(x)
+    plan, _ = _plan(model, groups, tokens=4, deep=True)
+    apply_model_changes(plan, model, groups)
+    with torch.no_grad():
+        prompted = model(x)
+    assert seen[0] == seen[1]  # the prompts are gone before the final norm
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain)
+    assert sum(1 for n, _ in model.named_parameters() if n.endswith("vpt_prompt")) == 2
+
+
+class _FallbackGroups:
+    def layer_groups(self, backbone):
+        from zoo.backbones import default_layer_groups
+
+        return default_layer_groups(backbone.body)

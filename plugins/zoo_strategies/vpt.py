@@ -3,7 +3,8 @@
 ``tokens`` learnable prompt tokens (default 10) are inserted after the class token before
 the first transformer block (*shallow*), or a new set before every block with ``deep: true``
 (*deep*); the backbone's own weights stay frozen and the head trains.  Backbones: timm's
-``VisionTransformer`` family (ViT, DeiT, ...); any other is a one-line error naming the fix.
+``VisionTransformer`` family (ViT, DeiT, ...) and open_clip ViT image towers; any other is
+a one-line error naming the fix.
 Prompts cannot be merged into the weights: the run folder's ``model.safetensors`` keeps
 them and records the change, and ``zoo eval/predict/export`` re-apply it through
 :meth:`VPT.restore_change` (:mod:`.vpt_layers`).  Imports no torch at import time.
@@ -39,9 +40,10 @@ class VPT(Strategy):
         found = vit_blocks(model.backbone.body)
         if found is None:
             raise ConfigError(f"strategy 'vpt' needs a ViT-family backbone (timm "
-                              f"VisionTransformer: vit_*, deit_*); {model.backbone.provider}:"
+                              f"VisionTransformer: vit_*, deit_*; open_clip ViT towers); "
+                              f"{model.backbone.provider}:"
                               f"{model.backbone.name} is not one — try lora or ssf")
-        blocks, prefix, dim, _ = found
+        blocks, prefix, dim, _, _ = found
         change = VPTPrompts(tokens, deep, seed=job.seed, strategy=self.name)
         count = tokens * dim * (len(blocks) if deep else 1)
         sel = Selection("prompts", params=("backbone.body.*vpt_prompt",), lr_mult=mult,
