@@ -22,13 +22,13 @@ JOB_DEFAULTS: dict[str, dict] = {
 }
 
 
-def example_input(model):
-    """One zero image at the backbone's input size and channels (the dry run's input)."""
+def example_input(model, job):
+    """One zero image at the run's input size and channels (the dry run's input)."""
     import torch  # lazy: torch, only when a plan is made
 
     cfg = model.backbone.pretrained_cfg
     channels = int(getattr(cfg, "channels", 3) or 3)
-    size = int(getattr(model.backbone, "input_size", None) or cfg.input_size)
+    size = int(job.data.image_size or cfg.input_size)
     return torch.zeros(1, channels, size, size)
 
 
@@ -50,7 +50,7 @@ class SSF(Strategy):
         body = model.backbone.body
         sites, notes = find_sites(body)
         try:
-            running = sites_that_run(body, sites, example_input(model))
+            running = sites_that_run(body, sites, example_input(model, job))
         except Exception as exc:  # a backbone the zero image does not fit: keep every site
             running = sites
             notes.append(f"dry run skipped ({type(exc).__name__}): every site kept")
