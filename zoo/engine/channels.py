@@ -51,8 +51,13 @@ class MatchChannels:
 
 def sample_channels(split) -> tuple[int, bool]:
     """``(channels, is_array)`` of the first image of a raw (untransformed) split."""
-    image, _ = split[0]
-    return int(image.shape[0]), bool(image.is_floating_point())
+    if len(split) == 0:
+        return 3, False
+    image = split[0][0]
+    shape = getattr(image, "shape", None)
+    if shape is None or len(shape) != 3 or not hasattr(image, "is_floating_point"):
+        return 3, False  # not a CHW tensor: the dataset's own business (the transforms say)
+    return int(shape[0]), bool(image.is_floating_point())
 
 
 def channel_stats(split, channels: int) -> tuple[tuple, tuple]:
