@@ -176,3 +176,14 @@ def test_cli_run_predict_export_on_a_13_band_folder(tmp_path, capsys):
                          "--epochs", "1", "--set", "data.channels=4", "--out", tmp_path / "r2")
     assert_one_line_error(err, code)
     assert "data.channels" in err
+
+
+def test_open_clip_tower_stem_is_found_too():
+    pytest.importorskip("open_clip")
+    from open_clip.transformer import VisionTransformer
+
+    body = VisionTransformer(image_size=32, patch_size=8, width=32, layers=1, heads=2,
+                             mlp_ratio=2.0, output_dim=16)
+    bb = Backbone(body, 16, name="tiny_clip", provider="openclip")
+    assert adapt_stem(bb, 13, 32) == "conv1" and body.conv1.weight.shape[1] == 13
+    assert bb(torch.zeros(1, 13, 32, 32)).shape == (1, 16)
