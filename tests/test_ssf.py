@@ -189,3 +189,29 @@ def test_check_strategy_passes_ssf():
 
     plan = check_strategy(zoo_strategies.strategy_classes()["ssf"](), name="ssf")
     assert plan.phases[0].select and plan.model_changes[0].name == "ssf"
+
+
+def test_an_interrupted_ssf_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from zoo.api import load_run_job
+    from zoo.engine.pipeline import run
+    from zoo.errors import RunInterrupted
+    from zoo.layering import complete_job
+
+    cat = make_catalog()
+
+    def job(name):
+        return complete_job(tiny_job(out=str(tmp_path), name=name, strategy={"name": "ssf"},
+                                     train={"epochs": 3}), cat)
+
+    full = run(job("full"), cat, quiet=True)
+    monkeypatch.setenv("ZOO_FAULT", "interrupt_after_epoch:1")
+    with pytest.raises(RunInterrupted):
+        run(job("part"), cat, quiet=True)
+    monkeypatch.delenv("ZOO_FAULT")
+    part_dir = tmp_path / "part"
+    resumed = run(load_run_job(part_dir), cat, quiet=True, resume=str(part_dir))
+    assert resumed["test"] == full["test"]
+    lines = [json.loads(x) for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train"]["loss"] for r in lines] == [
+        json.loads(x)["train"]["loss"]
+        for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]

@@ -148,3 +148,25 @@ class _FallbackGroups:
         from zoo.backbones import default_layer_groups
 
         return default_layer_groups(backbone.body)
+
+
+def test_an_interrupted_vpt_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from zoo.api import load_run_job
+    from zoo.engine.pipeline import run
+    from zoo.errors import RunInterrupted
+    from zoo.layering import complete_job
+
+    cat = make_catalog()
+
+    def job(name):
+        return complete_job(tiny_job(out=str(tmp_path), name=name, model="timm:test_vit",
+                                     strategy={"name": "vpt", "params": {"deep": True}},
+                                     data={"image_size": 32}, train={"epochs": 2}), cat)
+
+    full = run(job("full"), cat, quiet=True)
+    monkeypatch.setenv("ZOO_FAULT", "interrupt_after_epoch:1")
+    with pytest.raises(RunInterrupted):
+        run(job("part"), cat, quiet=True)
+    monkeypatch.delenv("ZOO_FAULT")
+    resumed = run(load_run_job(tmp_path / "part"), cat, quiet=True, resume=str(tmp_path / "part"))
+    assert resumed["test"] == full["test"]
