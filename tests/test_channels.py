@@ -171,6 +171,11 @@ def test_cli_run_predict_export_on_a_13_band_folder(tmp_path, capsys):
     exported = json.loads(out)["path"]
     meta = json.loads(__import__("safetensors").safe_open(exported, "pt").metadata()["zoo"])
     assert meta["pretrained_cfg"]["channels"] == 13
+    # the 13-channel run as a new run's source weights: one line saying why not
+    code, out, err = cli(capsys, "run", "timm:test_resnet", "--data", data, "--weights",
+                         run_dir, "--epochs", "1", "--out", tmp_path / "r3")
+    assert_one_line_error(err, code)
+    assert "13-channel input" in err
     # 13-band data into a 4-channel run: one line naming data.channels
     code, out, err = cli(capsys, "run", "timm:test_resnet", "--data", data, "--weights", "none",
                          "--epochs", "1", "--set", "data.channels=4", "--out", tmp_path / "r2")

@@ -110,6 +110,11 @@ def test_vpt_run_folder_loads_with_eval_predict_export(tmp_path):
     assert again["accuracy"] == pytest.approx(summary["test"]["accuracy"])
     Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "x.png")
     assert predict(summary["run_dir"], [tmp_path / "x.png"], catalog=cat)[0]["top"]
+    from zoo.errors import WeightsError
+    from zoo.weights.resolve import resolve_and_load
+
+    with pytest.raises(WeightsError, match="vpt changes that could not merge"):
+        resolve_and_load(cat, cat.resolve_model("timm:test_vit"), summary["run_dir"], [])
     out = export_run(summary["run_dir"], "torch-export", catalog=cat)
     program = torch.export.load(out["path"]).module()
     x = example_input(run)
