@@ -73,6 +73,14 @@ def test_run_on_array_folders_then_eval_predict_export(channels, fmt, last, tmp_
     assert exported["pretrained_cfg"]["channels"] == channels
     assert preprocessing(run)["channels"] == channels
     assert example_input(run).shape[1] == channels
+    if channels == 4:  # explain draws a 4-channel array as grey, maps on its grid
+        from zoo.tools.explain import explain
+
+        res = explain(run_dir, [files[0]], method="occlusion", out=tmp_path / "ex",
+                      catalog=cat)
+        e = res["explanations"][0]
+        assert e.display.shape == (16, 16, 3) and e.map.shape == (16, 16)
+        assert (tmp_path / "ex" / "grid-occlusion.png").is_file()
     if channels == 4:  # one compiled export: the program takes 4-channel input
         out = export_run(run_dir, "torch-export", catalog=cat)
         assert read_sidecar(out["path"])["channels"] == 4
