@@ -215,3 +215,24 @@ def test_an_interrupted_ssf_run_resumes_to_the_uninterrupted_result(tmp_path, mo
     assert [r["train"]["loss"] for r in lines] == [
         json.loads(x)["train"]["loss"]
         for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_auto_trains_ssf_trials_on_deep_copies(tmp_path):
+    from safetensors.torch import save_file
+
+    from zoo.kit.testing.components import TinyProvider
+
+    weights = tmp_path / "source.safetensors"  # source weights: auto runs its trials
+    save_file({k: v.contiguous() for k, v in
+               TinyProvider().create("tiny_cnn").source_state_dict().items()}, str(weights))
+    cat = make_catalog()
+    summary = run_tiny(cat, tmp_path / "runs", weights=str(weights),
+                       strategy={"name": "auto", "params": {
+                           "candidates": "ssf,linear-probe", "rungs": 1}},
+                       data={"params": {"per_class": 16}}, train={"epochs": 2})
+    assert summary["status"] == "completed"
+    trials = cat.get("strategies", "auto").obj.last_trials
+    ssf = [c for c in trials if c.strategy == "ssf"]
+    assert any(c.scores for c in ssf)  # trained and scored on a copy of the model
+    if summary["strategy"] == "auto" and summary["model_changes"]:
+        assert summary["model_changes"][0]["name"] == "ssf"
