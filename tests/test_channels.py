@@ -109,6 +109,15 @@ def test_stem_adaptation_follows_timm_and_finds_the_stem_on_every_provider():
     torch.testing.assert_close(bb.body.conv1[0].weight, rgb.sum(1, keepdim=True))  # 1: the sum
 
 
+def test_mean_stem_init_gives_every_channel_the_mean_filter():
+    bb = Catalog().provider("timm").create("test_resnet")
+    rgb = bb.body.conv1[0].weight.detach().clone()
+    adapt_stem(bb, 5, 32, init="mean")
+    w = bb.body.conv1[0].weight
+    for c in range(5):
+        torch.testing.assert_close(w[:, c], rgb.mean(1) * 3 / 5)
+
+
 def test_a_model_without_a_findable_stem_is_a_one_line_error():
     class NoConv(nn.Module):
         def __init__(self):
@@ -168,9 +177,12 @@ def test_cli_run_predict_export_on_a_13_band_folder(tmp_path, capsys):
     data = _array_folder(tmp_path / "bands", 13, "npy", last=True)
     code, out, err = cli(capsys, "run", "timm:test_resnet", "--data", data, "--weights", "none",
                          "--epochs", "1", "--batch-size", "8", "--image-size", "32",
-                         "--out", tmp_path / "runs", "--json", "-q")
+                         "--set", "data.stem_init=mean", "--out", tmp_path / "runs", "--json",
+                         "-q")
     assert code == 0, err
     run_dir = json.loads(out)["run_dir"]
+    assert any("13-channel input" in w and "mean RGB filter" in w
+               for w in json.loads(out)["warnings"])
     code, out, err = cli(capsys, "predict", run_dir, data / "high" / "0.npy", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["top"][0]["class"] in ("low", "high")

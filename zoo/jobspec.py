@@ -35,6 +35,7 @@ class DataSpec:
     root: str | None = None            # downloadable datasets: where files are (or go)
     image_size: int | None = None      # null: the backbone's pretrained input size
     channels: int | None = None        # input channels; null: the data's own (3 for images)
+    stem_init: str = "repeat"          # channels ≠ 3: repeat (timm's) | mean RGB filters
     val_split: float = 0.1
     test_split: float = 0.2
     augment: str = "light"             # none | light | strong
@@ -116,6 +117,7 @@ class JobSpec:
 
 CHOICES = {
     ("data", "augment"): ("none", "light", "strong"),
+    ("data", "stem_init"): ("repeat", "mean"),
     ("strategy", "bn"): (None, "train", "freeze-stats", "freeze-all"),
     ("head", "init"): ("random", "text"),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),

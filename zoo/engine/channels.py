@@ -13,7 +13,8 @@ std, and a pretrained 3-channel stem adapted to it.
 * **Stem** — :func:`adapt_stem` finds the first convolution (timm's ``first_conv``, else the
   first 3-channel ``nn.Conv2d``: torchvision, open_clip, plugins) and converts its
   pretrained weights with timm's ``adapt_input_conv``: 1 channel sums the RGB filters,
-  C channels repeat them cyclically and rescale by 3/C.  A model whose stem cannot be found
+  C channels repeat them cyclically and rescale by 3/C (``data.stem_init: mean``: every
+  channel the mean RGB filter × 3/C).  A model whose stem cannot be found
   or whose forward then fails is a one-line :class:`~zoo.errors.ConfigError`.
 """
 from __future__ import annotations
@@ -109,9 +110,13 @@ def _stem(body):
     return None, None
 
 
-def adapt_stem(backbone, channels: int, size: int | None = None, check: bool = True) -> str:
-    """Give ``backbone``'s 3-channel stem ``channels`` inputs (timm's ``adapt_input_conv``);
-    returns the stem's name.  ``check`` runs one zero image through the adapted body."""
+def adapt_stem(backbone, channels: int, size: int | None = None, check: bool = True,
+               init: str = "repeat") -> str:
+    """Give ``backbone``'s 3-channel stem ``channels`` inputs; returns the stem's name.
+
+    ``init`` ``repeat``: timm's ``adapt_input_conv`` (1 channel: the RGB filters summed; C: the
+    RGB filters repeated cyclically, × 3/C); ``mean``: every channel gets the mean RGB filter
+    × 3/C (bands that are not colours).  ``check`` runs one zero image through the body."""
     import torch  # lazy: torch
     from timm.models import adapt_input_conv  # lazy: timm
 
@@ -122,7 +127,11 @@ def adapt_stem(backbone, channels: int, size: int | None = None, check: bool = T
                           f"take {channels}-channel data — pick a timm or torchvision CNN/ViT, "
                           "or set data.channels: 3")
     with torch.no_grad():
-        weight = adapt_input_conv(channels, conv.weight.detach())
+        rgb = conv.weight.detach()
+        if init == "mean":
+            weight = rgb.mean(1, keepdim=True).repeat(1, channels, 1, 1) * (3.0 / channels)
+        else:
+            weight = adapt_input_conv(channels, rgb)
     conv.weight = torch.nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
     conv.in_channels = channels
     if check:
@@ -153,9 +162,11 @@ def configure(built, raw, job, warnings: list) -> int:
     if channels == 3 and not is_array:
         return 3  # ordinary RGB: the source weights' own preprocessing
     if channels != getattr(cfg, "channels", 3):
-        stem = adapt_stem(backbone, channels, built.image_size)
+        init = getattr(job.data, "stem_init", "repeat")
+        stem = adapt_stem(backbone, channels, built.image_size, init=init)
+        how = "timm adapt_input_conv" if init == "repeat" else "mean RGB filter"
         warnings.append(f"{channels}-channel input: {backbone.provider}:{backbone.name}'s "
-                        f"stem '{stem}' adapted from 3 channels (timm adapt_input_conv)")
+                        f"stem '{stem}' adapted from 3 channels ({how})")
     mean, std = channel_stats(raw.train, channels)
     backbone.pretrained_cfg = replace(cfg, channels=channels, mean=mean, std=std)
     return channels
