@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_real_transfer import make_photo_crops  # noqa: E402  (the task's one definition)
 
-STRATEGIES = "linear-probe,finetune,lp-ft,bitfit,norm-tuning,lora,dora"
+STRATEGIES = "linear-probe,finetune,lp-ft,bitfit,norm-tuning,lora,dora,ssf"
 
 
 def task_flags(task: str, root: Path, args: argparse.Namespace) -> list[str]:

@@ -90,7 +90,7 @@ def test_info():
     assert tv["acc1"] == pytest.approx(69.758) and tv["default_tag"] == "IMAGENET1K_V1"
     assert tv["pretrained_cfg"] == {"input_size": 224, "mean": [0.485, 0.456, 0.406],
                                     "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
-                                    "crop_pct": 0.875}
+                                    "crop_pct": 0.875, "channels": 3}
     assert TV.info("vit_b_16.IMAGENET1K_SWAG_E2E_V1")["pretrained_cfg"]["input_size"] == 384
     json.dumps(info), json.dumps(tv)  # cacheable
 

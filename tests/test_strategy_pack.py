@@ -27,13 +27,13 @@ TINY = {"model": "timm:test_resnet", "device": "cpu", "metrics": ["accuracy"],
         "data": {"name": "demo", "params": {"per_class": 20}, "num_workers": 0}}
 
 
-def resnet(num_classes: int = 3, source: bool = True):
+def resnet(num_classes: int = 3, source: bool = True, arch: str = "test_resnet"):
     """test_resnet + a linear head and its layer groups; ``source``: pretend source weights."""
     from zoo.api import create_model, get_catalog
     from zoo.backbones import build_layer_groups
 
     torch.manual_seed(0)
-    model = create_model("timm:test_resnet", num_classes, weights="none")
+    model = create_model(f"timm:{arch}", num_classes, weights="none")
     model.backbone.pretrained_cfg.input_size = 32  # keep the contract check's inputs small
     if source:
         model.backbone.weights_source = "file:test"
@@ -43,7 +43,7 @@ def resnet(num_classes: int = 3, source: bool = True):
 def model_for(name: str):
     """:func:`resnet` with what a strategy needs: the head it fits (``ncm``, ``knn``), a
     (stand-in) text tower (``zero-shot``, ``wise-ft``; the real one: plugins/zoo-openclip's tests)."""
-    model, groups = resnet()
+    model, groups = resnet(arch="test_vit" if name == "vpt" else "test_resnet")  # vpt: a ViT
     if name in ("ncm", "knn"):
         import zoo_heads
         from zoo.api import get_catalog
@@ -361,7 +361,8 @@ def _cli(capsys, *args):
 
 
 def _plan_args(name):
-    args = ["run", "timm:test_resnet", "-s", name, "--weights", "none", "--epochs", "3",
+    model = "timm:test_vit" if name == "vpt" else "timm:test_resnet"  # vpt needs a ViT
+    args = ["run", model, "-s", name, "--weights", "none", "--epochs", "3",
             "--set", "data.params.per_class=20", "--plan"]
     if name == "joint":
         args += ["--source-data", "demo", "--set", "source_data.params.per_class=8"]

@@ -27,10 +27,12 @@ class PretrainedConfig:
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    channels: int = 3  # input channels; mean/std have one value each (zoo.engine.channels)
 
     def as_dict(self) -> dict:
         return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+                "interpolation": self.interpolation, "crop_pct": self.crop_pct,
+                "channels": self.channels}
 
 
 class BackboneProvider(Protocol):

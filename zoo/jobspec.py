@@ -34,6 +34,8 @@ class DataSpec:
     path: str | None = None            # folder datasets: the ImageFolder root
     root: str | None = None            # downloadable datasets: where files are (or go)
     image_size: int | None = None      # null: the backbone's pretrained input size
+    channels: int | None = None        # input channels; null: the data's own (3 for images)
+    stem_init: str = "repeat"          # channels ≠ 3: repeat (timm's) | mean RGB filters
     val_split: float = 0.1
     test_split: float = 0.2
     augment: str = "light"             # none | light | strong
@@ -116,6 +118,7 @@ class JobSpec:
 
 CHOICES = {
     ("data", "augment"): ("none", "light", "strong"),
+    ("data", "stem_init"): ("repeat", "mean"),
     ("strategy", "bn"): (None, "train", "freeze-stats", "freeze-all"),
     ("head", "init"): ("random", "text"),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),
@@ -142,7 +145,7 @@ RANGES = {
 }
 # every DataSpec section (the task's data, the source task, unlabeled target images) alike
 _DATA_RANGES = {"image_size": (8, 4096), "max_per_class": (1, 1_000_000_000),
-                "num_workers": (0, 256)}
+                "num_workers": (0, 256), "channels": (1, 64)}
 RANGES.update({(section, key): bounds for section in ("data", "source_data", "target_data")
                for key, bounds in _DATA_RANGES.items()})
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?|mps")

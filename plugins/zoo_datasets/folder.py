@@ -1,5 +1,11 @@
 """``folder``: images on disk, one subfolder per class (torchvision's ImageFolder layout).
 
+Image files are decoded to uint8 RGB (:mod:`.images`); ``.npy`` and ``.tif``/``.tiff``
+files are arrays of any number of channels, channels-first or -last, decoded to float32
+``(C, H, W)`` (:mod:`zoo.engine.arrays`; ``data.channels`` picks the channel axis when it
+is ambiguous).  The run then adapts the model's stem and normalises each channel by the
+training split's statistics (:mod:`zoo.engine.channels`).
+
 Two layouts are understood at ``data.path``::
 
     PATH/cat/1.jpg, PATH/dog/2.png, ...           split by val_split/test_split and the seed
@@ -12,7 +18,7 @@ a class that happens to be called "train" does not switch layouts.
 
 Scanning happens once per folder (see :mod:`zoo_datasets.memo`) and decides the split, so
 it must know which files are usable: every file's header is read (PNG checksums and the
-JPEG end marker too), and files that fail — empty, not an image, corrupt or truncated,
+JPEG end marker too; an array's shape), and files that fail — empty, not an image, corrupt or truncated,
 over PIL's decompression-bomb limit, broken links — are skipped and counted in
 ``warnings``.  Hidden files and folders are skipped silently; symlinks inside the data root
 are followed, each real folder once per class, so a link loop ends.  A link that leads
@@ -38,6 +44,7 @@ from zoo.errors import DataError
 
 from .base import ImageDataset
 from .images import Unreadable, decode, probe
+from zoo.engine.arrays import array_shape, decode_array, is_array_file
 from zoo.engine.splits import few_shot, stratified_split
 from .memo import memo
 
@@ -157,6 +164,32 @@ def signature(root: str) -> tuple:
     return tuple(stamps)
 
 
+# -- files: images (PIL) and arrays (.npy, .tif: any number of channels) ---------------------
+def _decoded_bytes(path: str) -> int:
+    """The file's decoded size in bytes (uint8 RGB, or float32 C-channel arrays); raises
+    :class:`Unreadable`."""
+    if not is_array_file(path):
+        width, height = probe(path)
+        return 3 * width * height
+    try:
+        c, h, w = array_shape(path)
+    except Exception as exc:  # noqa: BLE001 - numpy/tifffile: every failure skips the file
+        raise Unreadable("corrupt or truncated", f"{type(exc).__name__}: {exc}") from exc
+    if min(c, h, w) < 1:
+        raise Unreadable("empty")
+    return 4 * c * h * w
+
+
+def _decode(path: str, channels: int | None = None):
+    """An image file → uint8 ``(3, H, W)``; an array file → float32 ``(C, H, W)``."""
+    if not is_array_file(path):
+        return decode(path)
+    try:
+        return decode_array(path, channels)
+    except DataError as exc:
+        raise Unreadable("corrupt or truncated", str(exc)) from exc
+
+
 # -- scanning -------------------------------------------------------------------------------
 def _map(function, items: list) -> list:
     """``[function(x) for x in items]`` on a few threads (PIL releases the GIL on I/O and
@@ -195,33 +228,33 @@ def _find(root: str, layout: dict | None, external: list | None = None):
     return candidates, loose, sorted(class_names)
 
 
-def _check(candidates: list, cache_images: bool | None):
+def _check(candidates: list, cache_images: bool | None, channels: int | None = None):
     """Probe every candidate, then decode them all if caching: (usable, images, skipped)."""
     usable, sizes, failed = [], [], []
-    for candidate, result in zip(candidates, _map(probe, [c[2] for c in candidates])):
+    for candidate, result in zip(candidates, _map(_decoded_bytes, [c[2] for c in candidates])):
         if isinstance(result, Unreadable):
             failed.append((candidate[2], result.reason))
         else:
             usable.append(candidate)
             sizes.append(result)
     if cache_images is None:
-        decoded_bytes = sum(3 * w * h for w, h in sizes)
-        cache_images = len(usable) < CACHE_MAX_IMAGES and decoded_bytes <= CACHE_MAX_BYTES
+        cache_images = len(usable) < CACHE_MAX_IMAGES and sum(sizes) <= CACHE_MAX_BYTES
     if not cache_images:
         return usable, None, failed
-    decoded = _map(decode, [c[2] for c in usable])
+    decoded = _map(lambda path: _decode(path, channels), [c[2] for c in usable])
     keep = [not isinstance(d, Unreadable) for d in decoded]
     failed += [(c[2], d.reason) for c, d, k in zip(usable, decoded, keep) if not k]
     return ([c for c, k in zip(usable, keep) if k], [d for d, k in zip(decoded, keep) if k],
             failed)
 
 
-def scan(root: str, cache_images: bool | None, follow_links: bool = False) -> FolderIndex:
+def scan(root: str, cache_images: bool | None, follow_links: bool = False,
+         channels: int | None = None) -> FolderIndex:
     """Find, check (and maybe decode) every image under ``root``; raise DataError if unusable."""
     layout = _layout(root)
     external: list | None = None if follow_links else []
     candidates, loose, class_dirs = _find(root, layout, external)
-    usable, images, failed = _check(candidates, cache_images)
+    usable, images, failed = _check(candidates, cache_images, channels)
 
     def rel(path: str) -> str:
         return Path(os.path.relpath(path, root)).as_posix()
@@ -292,8 +325,10 @@ def split_by_origin(labels: list[int], origins: list[str | None], classes: list[
 class FolderDataset(ImageDataset):
     """One split of a scanned folder; decodes per item unless the scan cached the images."""
 
-    def __init__(self, index: FolderIndex, positions: list[int], **kwargs):
+    def __init__(self, index: FolderIndex, positions: list[int], channels: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.channels = channels  # which axis of a 3-D array holds the channels
         self.root = index.root
         self.positions = positions
         self._files = index.files
@@ -306,7 +341,7 @@ class FolderDataset(ImageDataset):
             return self._images[position]
         path = os.path.join(self.root, self._files[position])
         try:
-            return decode(path)
+            return _decode(path, self.channels)
         except Unreadable as exc:
             raise DataError(f"cannot read {path} ({exc.reason}) — remove it, or set "
                             f"data.cache_images: true to check every image before "
@@ -335,8 +370,10 @@ def build(spec, split: str, transform, seed: int) -> FolderDataset:
     if not isinstance(follow, bool):
         raise DataError(f"data.params.follow_links must be true or false, got {follow!r}")
     root = _check_path(spec.path)
-    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images, follow)
-    index = memo(key, lambda: scan(root, spec.cache_images, follow))
+    channels = getattr(spec, "channels", None)
+    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images, follow,
+           channels)
+    index = memo(key, lambda: scan(root, spec.cache_images, follow, channels))
     return split_dataset(index, spec, split, transform, seed, name="folder")
 
 
@@ -344,11 +381,13 @@ def split_dataset(index: FolderIndex, spec, split: str, transform, seed: int,
                   name: str) -> FolderDataset:
     """One split of ``index``: given splits kept, missing ones carved, few-shot on train
     (shared by ``folder``, ``imagefolder`` and ``csv:``)."""
+    channels = getattr(spec, "channels", None)
     parts, split_warnings = split_positions(index, spec.val_split, spec.test_split, seed)
     positions = parts[split]
     if split == "train":
         positions = few_shot(positions, index.labels, spec.max_per_class, seed)
-    return FolderDataset(index, positions, name=name, split=split, classes=index.classes,
+    return FolderDataset(index, positions, channels, name=name, split=split,
+                         classes=index.classes,
                          targets=[index.labels[p] for p in positions],
                          sample_ids=[index.files[p] for p in positions], transform=transform,
                          warnings=[*index.warnings, *split_warnings])

@@ -14,7 +14,9 @@ Modules: :mod:`.base` (base class, ``finetune``, ``linear-probe``), :mod:`.sched
 (``l2-sp``, ``lwf``, ``joint``), :mod:`.auto` (``auto``; its trials: :mod:`.auto_halving`,
 :mod:`.auto_trials`), :mod:`.domain` (``source-only``,
 ``adabn``, ``dann``, ``mcc``: unsupervised domain adaptation), :mod:`.training_free` (``ncm``,
-``knn``, ``zero-shot``: no gradient steps; ``wise-ft``).  docs/strategies.md describes each.
+``knn``, ``zero-shot``: no gradient steps; ``wise-ft``), :mod:`.peft` (``bitfit``,
+``norm-tuning``, ``lora``, ``dora``), :mod:`.ssf` (``ssf``: scale and shift, merged), :mod:`.vpt`
+(``vpt``: prompt tokens, kept unmerged and re-applied on load).  docs/strategies.md describes each.
 """
 from zoo.hookspecs import hookimpl
 
@@ -27,13 +29,17 @@ from .training_free import JOB_DEFAULTS as _TRAINING_FREE_DEFAULTS
 from .training_free import KNN, NCM, WiseFt, ZeroShot
 from .peft import JOB_DEFAULTS as _PEFT_DEFAULTS
 from .peft import BitFit, DoRA, LoRA, NormTuning
+from .ssf import JOB_DEFAULTS as _SSF_DEFAULTS
+from .ssf import SSF
+from .vpt import JOB_DEFAULTS as _VPT_DEFAULTS
+from .vpt import VPT
 
 
 def strategy_classes() -> dict:
     """Every strategy class of this pack by name (imports no torch)."""
     classes = [Finetune, LinearProbe, LpFt, GradualUnfreeze, Partial, LayerDecay, L2SP, LwF, Joint,
                Auto, SourceOnly, AdaBN, DANN, MCC, NCM, KNN, ZeroShot, WiseFt, BitFit, NormTuning,
-               LoRA, DoRA]
+               LoRA, DoRA, SSF, VPT]
     return {cls.name: cls for cls in classes}
 
 
@@ -68,6 +74,8 @@ JOB_DEFAULTS: dict[str, dict] = {
                                      "budget": 0.4, "lr": "grid", "lr_factor": 3.0}}},
 }
 JOB_DEFAULTS.update(_PEFT_DEFAULTS)  # bitfit, norm-tuning, lora, dora
+JOB_DEFAULTS.update(_SSF_DEFAULTS)  # ssf
+JOB_DEFAULTS.update(_VPT_DEFAULTS)  # vpt
 JOB_DEFAULTS.update(_TRAINING_FREE_DEFAULTS)  # ncm, knn, zero-shot: the heads they fill
 DEFAULT = "finetune"  # the strategy of a job that names none
 

@@ -17,6 +17,8 @@ time (the pack's rule).
 """
 from __future__ import annotations
 
+from zoo.errors import ConfigError
+
 from .base import Strategy
 
 JOB_DEFAULTS: dict[str, dict] = {
@@ -24,10 +26,11 @@ JOB_DEFAULTS: dict[str, dict] = {
     "bitfit": {"strategy": {"params": {"bias_lr_mult": 1.0}}},
     "norm-tuning": {"strategy": {"params": {"norm_lr_mult": 1.0}}},
     # r=8, α=16 (α/r = 2), no dropout: the LoRA paper's and peft's usual starting point
+    # grouped: depthwise/grouped convs adapted where r is divisible by groups (unmergeable)
     "lora": {"strategy": {"params": {"r": 8, "alpha": 16, "dropout": 0.0, "rslora": False,
-                                     "targets": "auto"}}},
+                                     "targets": "auto", "grouped": True}}},
     "dora": {"strategy": {"params": {"r": 8, "alpha": 16, "dropout": 0.0, "rslora": False,
-                                     "targets": "auto"}}},
+                                     "targets": "auto", "grouped": True}}},
 }
 
 
@@ -89,7 +92,8 @@ class LoRA(Strategy):
     """Low-rank adapters on the backbone via peft, merged after training (Hu et al., ICLR 2022)."""
 
     name = "lora"
-    defaults = {"r": 8, "alpha": 16, "dropout": 0.0, "rslora": False, "targets": "auto"}
+    defaults = {"r": 8, "alpha": 16, "dropout": 0.0, "rslora": False, "targets": "auto",
+                "grouped": True}
     dora = False
 
     @property
@@ -100,24 +104,45 @@ class LoRA(Strategy):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
         from .adapter_budget import check_adapter_budget  # lazy: torch
-        from .peft_targets import PeftAdapters, choose_targets  # lazy: torch (peft on apply)
+        from .peft_targets import PeftAdapters, choose_targets, grouped_targets  # lazy: torch
 
         p = self.params(job)
         r = self.number(p, "r", int, 1)
         alpha = self.number(p, "alpha", float, 0.0)
         dropout = self.number(p, "dropout", float, 0.0, 1.0)
         rslora = self.flag(p, "rslora")
-        targets, notes = choose_targets(model.backbone.body, p["targets"], self.name)
-        check_adapter_budget(model.backbone.body, targets, r, self.name, self.dora)
+        body = model.backbone.body
+        targets, notes = choose_targets(body, p["targets"], self.name, r, self.flag(p, "grouped"))
+        check_adapter_budget(body, targets, r, self.name, self.dora)
         change = PeftAdapters(targets, r=r, alpha=alpha, dropout=dropout, rslora=rslora,
-                              dora=self.dora, excluded_notes=notes)
+                              dora=self.dora, excluded_notes=notes,
+                              grouped=grouped_targets(body, targets))
         sel = Selection("adapters", params=("backbone.body.*lora_*",))
         notes = [f"{'DoRA' if self.dora else 'LoRA'} r={r}, α={alpha:g}"
                  f"{' (rsLoRA: α/√r)' if rslora else ''} on {len(targets)} modules; the "
                  "backbone's own weights stay frozen; after training the adapters are saved "
-                 "in peft's format (adapter/) and merged into model.safetensors", *notes]
+                 "in peft's format (adapter/) and "
+                 + ("kept unmerged in model.safetensors (grouped convs; re-applied on load)"
+                    if change.grouped else "merged into model.safetensors"), *notes]
         phase = _head_phase(self.name, groups, job, [sel])
         return StrategyPlan(self.name, [phase], notes, model_changes=[change])
+
+    def restore_change(self, state: dict):
+        """The unmerged adapters recorded in a run's ``model.safetensors`` (grouped-conv
+        targets), rebuilt so ``zoo eval/predict/export`` load the run."""
+        from .peft_targets import PeftAdapters  # lazy: torch
+
+        ok = (isinstance(state, dict) and isinstance(state.get("targets"), list)
+              and all(isinstance(t, str) for t in state["targets"])
+              and isinstance(state.get("r"), int) and state["r"] >= 1
+              and all(isinstance(state.get(k), (int, float)) for k in ("alpha", "dropout"))
+              and all(isinstance(state.get(k), bool) for k in ("rslora", "dora")))
+        if not ok:
+            raise ConfigError(f"strategy '{self.name}': a recorded adapter change is not "
+                              "{targets, r, alpha, dropout, rslora, dora}")
+        return PeftAdapters(state["targets"], r=state["r"], alpha=float(state["alpha"]),
+                            dropout=float(state["dropout"]), rslora=state["rslora"],
+                            dora=state["dora"])
 
 
 class DoRA(LoRA):

@@ -11,7 +11,14 @@ bare name as a suffix):
 * ``nn.MultiheadAttention`` models (torchvision ViT, open_clip): peft cannot adapt that
   module (it reads ``in_proj_weight``/``out_proj`` directly), so the MLP linears only;
 * CNNs: ``nn.Conv2d`` with ``groups == 1`` and ``nn.Linear``; depthwise/grouped convs
-  (EfficientNet, ConvNeXt) cannot take peft's LoRA and are excluded.
+  (EfficientNet, ConvNeXt) too where peft accepts them: ``r`` divisible by ``groups`` (peft's
+  A is then a dense conv and B a grouped 1×1 conv).  peft cannot merge those
+  (``NotImplementedError`` for groups > 1): a run with grouped targets keeps its adapters
+  unmerged in ``model.safetensors``, records the change (``zoo_unmerged``), and ``zoo
+  eval/predict/export`` re-apply it (:meth:`.peft.LoRA.restore_change`) before loading;
+  ``grouped: false`` leaves them out for a mergeable model.  With the default ``r`` 8 most
+  depthwise convs (groups = channels ≥ 16) stay out, and the note says which ``r`` would
+  take them.
 
 Each exclusion is a plan note, so ``--plan`` says what was left out and why.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -39,7 +47,29 @@ def _kind(module: nn.Module) -> str | None:
     return None
 
 
-def choose_targets(body: nn.Module, spec, strategy: str) -> tuple[list[str], list[str]]:
+def _grouped_notes(mods: dict, grouped: list[str], r: int, allow: bool) -> tuple[list, list]:
+    """``(accepted grouped convs, notes)``: peft takes a grouped conv when r % groups == 0."""
+    accepted = [n for n in grouped if allow and r % mods[n].groups == 0]
+    refused = [n for n in grouped if n not in accepted]
+    notes = []
+    if accepted:
+        notes.append(f"{len(accepted)} depthwise/grouped convs adapted (r={r} divisible by "
+                     f"their groups, e.g. {accepted[0]}): peft cannot merge them, so "
+                     "model.safetensors keeps the adapters unmerged and zoo eval/predict/"
+                     "export re-apply them (strategy.params.grouped=false: a mergeable model)")
+    if refused and not allow:
+        notes.append(f"{len(refused)} depthwise/grouped convs excluded (grouped=false), "
+                     f"e.g. {refused[0]}")
+    elif refused:
+        g = sorted({mods[n].groups for n in refused})
+        notes.append(f"{len(refused)} depthwise/grouped convs excluded: peft's LoRA takes "
+                     f"them only when r is divisible by groups (r={r}; groups "
+                     f"{', '.join(map(str, g[:4]))}), e.g. {refused[0]}")
+    return accepted, notes
+
+
+def choose_targets(body: nn.Module, spec, strategy: str, r: int = 8,
+                   grouped: bool = True) -> tuple[list[str], list[str]]:
     """``(exact module names, notes)`` for ``spec`` (``"auto"`` or comma-separated names or
     fnmatch patterns over ``body``'s module names)."""
     mods = dict(body.named_modules())
@@ -51,7 +81,7 @@ def choose_targets(body: nn.Module, spec, strategy: str) -> tuple[list[str], lis
             m, nn.MultiheadAttention) for m in mods.values())
         linear = [n for n, m in mods.items() if _kind(m) == "linear" and n not in inside_mha]
         convs = [n for n, m in mods.items() if _kind(m) == "conv"]
-        grouped = [n for n, m in mods.items() if _kind(m) == "grouped"]
+        groupeds = [n for n, m in mods.items() if _kind(m) == "grouped"]
         if mha:
             targets = linear
             notes.append(f"{len(mha)} nn.MultiheadAttention modules cannot take peft's LoRA: "
@@ -62,10 +92,13 @@ def choose_targets(body: nn.Module, spec, strategy: str) -> tuple[list[str], lis
                 notes.append(f"transformer: attention and MLP linears adapted; {len(convs)} "
                              f"conv(s) left out ({', '.join(convs[:3])})")
         else:
-            targets = [n for n in mods if n in set(convs) | set(linear)]
-        if grouped:
-            notes.append(f"{len(grouped)} depthwise/grouped convs excluded (peft's LoRA takes "
-                         f"groups=1 convs only), e.g. {grouped[0]}")
+            accepted, more = _grouped_notes(mods, groupeds, r, grouped)
+            notes += more
+            targets = [n for n in mods if n in set(convs) | set(linear) | set(accepted)]
+            groupeds = []
+        if groupeds:
+            notes.append(f"{len(groupeds)} depthwise/grouped convs excluded (transformer), "
+                         f"e.g. {groupeds[0]}")
     else:
         patterns = [s.strip() for s in str(spec).split(",") if s.strip()]
         targets = []
@@ -76,18 +109,36 @@ def choose_targets(body: nn.Module, spec, strategy: str) -> tuple[list[str], lis
                                   f"of this backbone (e.g. {', '.join(list(mods)[1:4])})")
             for n in hit:
                 kind = _kind(mods[n])
-                if kind not in ("linear", "conv") or n in inside_mha:
+                takes = kind in ("linear", "conv") or (
+                    kind == "grouped" and grouped and r % mods[n].groups == 0)
+                if not takes or n in inside_mha:
                     raise ConfigError(
                         f"strategy '{strategy}': target {n!r} is a {type(mods[n]).__name__}"
-                        f"{' with groups>1' if kind == 'grouped' else ''}"
+                        f"{_grouped_why(mods[n], r, grouped) if kind == 'grouped' else ''}"
                         f"{' inside nn.MultiheadAttention' if n in inside_mha else ''}; peft's "
-                        "LoRA takes nn.Linear and groups=1 nn.Conv2d modules")
+                        "LoRA takes nn.Linear, groups=1 nn.Conv2d and grouped convs whose "
+                        "groups divide r")
                 if n not in targets:
                     targets.append(n)
+        if any(_kind(mods[n]) == "grouped" for n in targets):
+            notes.append("grouped/depthwise targets: peft cannot merge them, so "
+                         "model.safetensors keeps the adapters unmerged (re-applied on load)")
     if not targets:
         raise ConfigError(f"strategy '{strategy}': this backbone has no module peft can adapt "
                           "(nn.Linear or groups=1 nn.Conv2d); try bitfit or norm-tuning")
     return targets, notes
+
+
+def _grouped_why(module, r: int, grouped: bool) -> str:
+    if not grouped:
+        return f" with groups>1 (groups={module.groups}) and strategy.params.grouped=false"
+    return f" with groups>1 (groups={module.groups}; r={r} is not divisible by it)"
+
+
+def grouped_targets(body: nn.Module, targets: list[str]) -> list[str]:
+    """The targets that are grouped/depthwise convs (peft cannot merge their adapters)."""
+    mods = dict(body.named_modules())
+    return [n for n in targets if _kind(mods.get(n)) == "grouped"]
 
 
 def _peft():
@@ -103,9 +154,11 @@ class PeftAdapters(ModelChange):
     """LoRA/DoRA adapters on ``model.backbone.body`` (a ``peft.PeftModel`` while training)."""
 
     def __init__(self, targets: list[str], *, r: int, alpha: float, dropout: float,
-                 rslora: bool, dora: bool, excluded_notes: list[str] | None = None):
+                 rslora: bool, dora: bool, excluded_notes: list[str] | None = None,
+                 grouped: list[str] | None = None):
         self.name = "dora" if dora else "lora"
         self.targets = list(targets)
+        self.grouped = list(grouped or [])  # grouped-conv targets: the adapters cannot merge
         self.r, self.alpha, self.dropout, self.rslora, self.dora = r, alpha, dropout, rslora, dora
         self.notes = list(excluded_notes or [])
 
@@ -120,16 +173,25 @@ class PeftAdapters(ModelChange):
         body = model.backbone.body
         if isinstance(body, peft.PeftModel):
             return
-        model.backbone.body = peft.get_peft_model(body, self.config())
+        with warnings.catch_warnings():  # handled: grouped adapters are kept unmerged
+            warnings.filterwarnings("ignore", message=".*groups > 1. Merging is not supported")
+            model.backbone.body = peft.get_peft_model(body, self.config())
 
     def describe(self) -> dict:
         return {"name": self.name, "library": "peft", "r": self.r, "alpha": self.alpha,
                 "dropout": self.dropout, "rslora": self.rslora, "dora": self.dora,
                 "targets": len(self.targets), "target_modules": self.targets[:8]
-                + (["..."] if len(self.targets) > 8 else []), "notes": self.notes}
+                + (["..."] if len(self.targets) > 8 else []), "grouped": len(self.grouped),
+                "merges": not self.grouped, "notes": self.notes}
+
+    def state(self) -> dict:
+        """What :meth:`.peft.LoRA.restore_change` needs to rebuild this change on load."""
+        return {"targets": self.targets, "r": self.r, "alpha": self.alpha,
+                "dropout": self.dropout, "rslora": self.rslora, "dora": self.dora}
 
     def finalize(self, model, run_dir):
-        """Save the adapter (peft's format) and the head under ``adapter/``, then merge."""
+        """Save the adapter (peft's format) and the head under ``adapter/``, then merge
+        (unless grouped convs were adapted: then the model keeps its adapters)."""
         peft = _peft()
         body = model.backbone.body
         if not isinstance(body, peft.PeftModel):
@@ -147,5 +209,9 @@ class PeftAdapters(ModelChange):
                                 {k: v.detach().cpu().contiguous()
                                  for k, v in model.head.state_dict().items()},
                                 {"zoo": {"part": "head", "adapter": self.name}})
+        if self.grouped:  # peft cannot merge grouped convs: keep them, say how to re-apply
+            model.__dict__.setdefault("zoo_unmerged", []).append(
+                {"strategy": self.name, "state": self.state()})
+            return None
         model.backbone.body = body.merge_and_unload()
         return None

@@ -104,10 +104,11 @@ def export_cmd(run_dir, fmt, out, quiet, as_json):
     """Export RUN_DIR's model: safetensors, ONNX (needs `zoo[export]`), torch.export (.pt2),
     or hf: a folder timm / transformers / torchvision / open_clip load (docs/ecosystem.md).
 
-    The exported model maps normalised images (N, 3, S, S) to logits; ONNX and torch-export
-    files get a .json sidecar with classes, image size and mean/std.  --format hf writes
-    config.json, model.safetensors (the provider's own key names, zoo's head as its
-    classifier) and a README.md model card; `zoo push RUN REPO_ID` uploads it.
+    The exported model maps normalised images (N, C, S, S) to logits (C: 3, or the run's
+    data.channels); ONNX and torch-export files get a .json sidecar with classes, image
+    size, channels and mean/std.  --format hf writes config.json, model.safetensors (the
+    provider's own key names, zoo's head as its classifier) and a README.md model card;
+    `zoo push RUN REPO_ID` uploads it.
     """
     result = export_run(run_dir, fmt, out)
     if as_json:

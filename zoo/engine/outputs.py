@@ -35,4 +35,7 @@ def save_model(path: Path, model, built, job, classes: list) -> None:
                     "image_size": built.image_size,
                     "pretrained_cfg": model.backbone.pretrained_cfg.as_dict(),
                     "strategy": job.strategy.name}}
+    unmerged = list(getattr(model, "zoo_unmerged", None) or [])
+    if unmerged:  # changes that could not merge (VPT prompts): load_run re-applies them
+        meta["zoo"]["unmerged"] = unmerged
     atomic.save_safetensors(path, model.state_dict(), meta)

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.engine import channels
 from zoo.engine.build import BuiltModel, build_model
 from zoo.engine.data import DataBundle, load_splits
+from zoo.engine.resolution import fit_input_size
 from zoo.engine.text_head import apply_head_init
 from zoo.engine.transforms import build_transform
 from zoo.jobspec import check_against_data
@@ -59,6 +61,12 @@ def prepare(catalog, job, warnings: list | None = None,
         check(raw.classes)
     built = build_model(catalog, job, len(raw.classes), warnings)
     apply_head_init(built.model, raw.classes, job)  # head.init: text (zoo.engine.text_head)
+    # a fixed-size ViT at another size: position embeddings resampled (zoo.engine.resolution)
+    resized = fit_input_size(built.model.backbone, built.image_size)
+    if resized:
+        warnings.append(resized)
+    # data.channels ≠ 3 or array files: stem adapted, the training split's own mean/std
+    channels.configure(built, raw, job, warnings)
     cfg = built.model.backbone.pretrained_cfg
     transforms = split_transforms(cfg, built.image_size, job.data.augment)
     bundle = raw.with_transforms(transforms)

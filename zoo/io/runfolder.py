@@ -178,10 +178,14 @@ def check_model_meta(meta: Any, path: str | Path) -> dict:
     cfg = meta["pretrained_cfg"]
     if not isinstance(cfg, dict):
         raise _bad(path, "'pretrained_cfg' must be a mapping")
+    channels = cfg.get("channels", 3)
+    if not _is_int(channels, 1, 64):
+        raise _bad(path, "'pretrained_cfg.channels' must be an integer in 1..64")
     for key in ("mean", "std"):
         v = cfg.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)):
-            raise _bad(path, f"'pretrained_cfg.{key}' must be 3 numbers")
+        if not (isinstance(v, list) and len(v) == channels and all(_is_number(x) for x in v)):
+            raise _bad(path, f"'pretrained_cfg.{key}' must be {channels} numbers (one per "
+                       "channel)")
     if any(x <= 0 for x in cfg["std"]):
         raise _bad(path, "'pretrained_cfg.std' must be positive")
     if "input_size" in cfg and not _is_int(cfg["input_size"], 1, 100_000):
@@ -190,9 +194,14 @@ def check_model_meta(meta: Any, path: str | Path) -> dict:
         raise _bad(path, "'pretrained_cfg.crop_pct' must be a number in (0, 1]")
     if "interpolation" in cfg and not isinstance(cfg["interpolation"], str):
         raise _bad(path, "'pretrained_cfg.interpolation' must be a name")
-    unknown = set(cfg) - {"input_size", "mean", "std", "interpolation", "crop_pct"}
+    unknown = set(cfg) - {"input_size", "mean", "std", "interpolation", "crop_pct", "channels"}
     if unknown:
         raise _bad(path, f"'pretrained_cfg' has unknown keys {sorted(unknown)}")
+    unmerged = meta.get("unmerged", [])
+    if not (isinstance(unmerged, list) and len(unmerged) <= 16 and all(
+            isinstance(u, dict) and isinstance(u.get("strategy"), str)
+            and isinstance(u.get("state"), dict) for u in unmerged)):
+        raise _bad(path, "'unmerged' must be a list of {strategy: NAME, state: {...}}")
     return meta
 
 

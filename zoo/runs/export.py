@@ -1,7 +1,8 @@
 """Export a finished run's model (``zoo export``).
 
-Formats (the exported model maps normalised images ``(N, 3, S, S)`` to logits ``(N, C)``;
-``S`` is the run's image size, the batch dimension is dynamic):
+Formats (the exported model maps normalised images ``(N, channels, S, S)`` — 3 for RGB, or
+the run's ``data.channels`` — to logits ``(N, num_classes)``; ``S`` is the run's image size,
+the batch dimension is dynamic):
 
 - ``safetensors``: the model's tensors plus the same ``zoo`` metadata as the run's
   ``model.safetensors`` (so :func:`zoo.runs.reuse.load_run`-style code can rebuild it).
@@ -11,7 +12,7 @@ Formats (the exported model maps normalised images ``(N, 3, S, S)`` to logits ``
   load it with ``torch.export.load(path).module()``.
 
 Next to ``onnx`` and ``torch-export`` files a ``<name>.json`` sidecar records what a caller
-needs to feed the model: classes, image size, mean/std, interpolation.
+needs to feed the model: classes, image size, channels, mean/std, interpolation.
 
 - ``hf``: a folder (default ``RUN/export/hf/``) in the layout the provider's ecosystem loads
   and publishes on the Hugging Face Hub (timm's, torchvision's, open_clip's): see
@@ -47,9 +48,13 @@ def default_path(run_dir: Path, fmt: str) -> Path:
 def preprocessing(run) -> dict:
     cfg = run.model.backbone.pretrained_cfg
     return {"model": run.meta.get("model"), "classes": run.classes,
-            "image_size": run.image_size, "mean": list(cfg.mean), "std": list(cfg.std),
-            "interpolation": cfg.interpolation, "input": "float32 (N, 3, S, S), RGB scaled to "
-            "[0, 1] then normalised with mean/std", "output": "logits (N, num_classes)"}
+            "image_size": run.image_size, "channels": cfg.channels, "mean": list(cfg.mean),
+            "std": list(cfg.std), "interpolation": cfg.interpolation,
+            "input": (f"float32 (N, {cfg.channels}, S, S), "
+                      + ("RGB scaled to [0, 1]" if cfg.channels == 3 else
+                         "8-bit data scaled to [0, 1], other arrays as stored")
+                      + " then normalised with mean/std"),
+            "output": "logits (N, num_classes)"}
 
 
 def check_export_deps() -> None:
@@ -159,7 +164,8 @@ def example_input(run, batch: int = 2, seed: int = 0):
     import torch  # lazy: torch
 
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, run.image_size, run.image_size, generator=g)
+    channels = run.model.backbone.pretrained_cfg.channels
+    return torch.randn(batch, channels, run.image_size, run.image_size, generator=g)
 
 
 def _tmp_next_to(path: Path) -> Path:

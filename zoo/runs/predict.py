@@ -1,13 +1,14 @@
 """Predictions of a finished run's model on image files (``zoo predict``).
 
 The images are decoded to RGB (EXIF orientation applied, transparency composited onto
-white), preprocessed exactly like the run's test split (resize, center crop, the source
+white; ``.npy``/``.tif`` arrays keep their channels, :mod:`zoo.engine.arrays`), preprocessed exactly like the run's test split (resize, center crop, the source
 weights' mean/std at the run's image size) and classified in batches.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.engine.arrays import decode_array, is_array_file
 from zoo.errors import DataError, ZooError
 from zoo.io.regular import not_regular
 from zoo.runs.reuse import load_run, torch_device
@@ -68,7 +69,9 @@ def predict(run_dir: str | Path, images: list[str | Path], top_k: int = 5,
     device = torch_device(device)
     run = run or load_run(run_dir, catalog, device)
     tf = build_transform(run.model.backbone.pretrained_cfg, run.image_size, "none", False)
-    decoded = [tf(decode_image(p)) for p in images]
+    tf_channels = run.model.backbone.pretrained_cfg.channels
+    decoded = [tf(decode_array(p, tf_channels) if is_array_file(p) else decode_image(p))
+               for p in images]
     k = min(top_k, len(run.classes))
     results: list[dict] = []
     with torch.inference_mode():

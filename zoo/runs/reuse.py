@@ -10,6 +10,7 @@ from pathlib import Path
 from zoo.catalog import get_catalog
 from zoo.contracts import check_head, create_backbone
 from zoo.engine.data import load_splits, make_loader
+from zoo.engine.resolution import fit_input_size
 from zoo.io import runfolder as rundir
 from zoo.errors import CheckpointError, ConfigError, state_dict_error
 from zoo.jobspec import check_device, job_from_tree, load_job_file
@@ -59,9 +60,15 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
         raise CheckpointError(f"{path}: head '{meta['head']['name']}' rejected its params "
                               f"{meta['head'].get('params')}: {exc}") from None
     check_head(head_comp, head, backbone.feature_dim, meta["num_classes"])
+    fit_input_size(backbone, int(meta["image_size"]))  # a fixed-size ViT at the run's size
+    if backbone.pretrained_cfg.channels != 3:  # the run's stem took that many channels
+        from zoo.engine.channels import adapt_stem  # lazy: imports timm
+
+        adapt_stem(backbone, backbone.pretrained_cfg.channels, check=False)
     # the classifier of the weights the run started from, not the provider's default one
     match_saved_classifier(backbone, tensors, "backbone.source_classifier.")
     model = TransferModel(backbone, head)
+    restore_unmerged(model, meta.get("unmerged", []), catalog, path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -69,6 +76,21 @@ def load_run(run_dir: str | Path, catalog=None, device: str = "cpu") -> LoadedRu
                               f"{state_dict_error(exc)}") from None
     model.to(device).eval()
     return LoadedRun(run_dir, job, model, meta, meta["classes"], int(meta["image_size"]))
+
+
+def restore_unmerged(model, records: list, catalog, path) -> None:
+    """Re-apply the model changes that could not merge into the weights (VPT's prompts),
+    each rebuilt by the strategy that made it (``restore_change(state)``), before loading."""
+    for rec in records:
+        name = rec["strategy"]
+        if not catalog.has("strategies", name):
+            raise CheckpointError(f"{path} keeps unmerged '{name}' changes but no strategy "
+                                  f"'{name}' is installed — install the plugin that provides it")
+        strategy = catalog.get("strategies", name).obj
+        if not hasattr(strategy, "restore_change"):
+            raise CheckpointError(f"{path}: strategy '{name}' cannot rebuild its unmerged "
+                                  "change (it has no restore_change)")
+        strategy.restore_change(rec["state"]).apply(model)
 
 
 def torch_device(name):

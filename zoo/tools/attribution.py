@@ -138,7 +138,9 @@ def gradcam_layer(model, provider, image_size: int, model_name: str = "the model
             handles.append(modules[name].register_forward_hook(hook_for(name)))
     try:
         param = next(model.parameters())
-        x = torch.zeros(1, 3, image_size, image_size, device=device or param.device)
+        cfg = getattr(getattr(model, "backbone", None), "pretrained_cfg", None)
+        channels = int(getattr(cfg, "channels", 3) or 3)  # data.channels runs
+        x = torch.zeros(1, channels, image_size, image_size, device=device or param.device)
         with torch.no_grad():
             model(x)
     finally:
@@ -209,8 +211,8 @@ def attribute(model, x, target: int, method: str, *, layer: TargetLayer | None =
         a = attr.LayerAttribution.interpolate(a, tuple(size), "bilinear")
         out = a[0].sum(0)
     elif method == "integrated-gradients":
-        m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         black = (torch.zeros_like(x) - m) / s
         ig = attr.IntegratedGradients(model)
         a = ig.attribute(x, baselines=black, target=int(target), n_steps=32,
@@ -221,7 +223,8 @@ def attribute(model, x, target: int, method: str, *, layer: TargetLayer | None =
         win = max(2, side // 8)
         stride = max(1, win // 2)
         occ = attr.Occlusion(model)
-        a = occ.attribute(x, sliding_window_shapes=(3, win, win), strides=(3, stride, stride),
+        c = int(x.shape[1])  # every channel at once (3 for RGB)
+        a = occ.attribute(x, sliding_window_shapes=(c, win, win), strides=(c, stride, stride),
                           baselines=0.0, target=int(target),  # 0 = the mean colour
                           perturbations_per_eval=16)
         out = a[0].mean(0).clamp(min=0)
@@ -255,4 +258,21 @@ def unnormalise(x, mean, std):
 
     arr = x[0].detach().float().cpu().numpy().transpose(1, 2, 0)
     arr = arr * np.asarray(std)[None, None] + np.asarray(mean)[None, None]
+    if arr.shape[2] != 3:  # another channel count: shown as grey (display_image)
+        return display_image(arr.transpose(2, 0, 1))
     return (np.clip(arr, 0, 1) * 255 + 0.5).astype("uint8")
+
+
+def display_image(image):
+    """An image ``(C, H, W)`` (tensor or array) → ``(H, W, 3)`` uint8 to draw: 8-bit RGB as
+    it is; any other channel count or a float array as grey (the channel mean, stretched to
+    0..255 per image)."""
+    import numpy as np  # lazy: numpy
+
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.shape[0] == 3 and arr.dtype == np.uint8:
+        return arr.transpose(1, 2, 0)
+    grey = arr.astype(np.float32).mean(0)
+    lo, hi = float(grey.min()), float(grey.max())
+    grey = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
+    return np.repeat((grey * 255 + 0.5).astype(np.uint8)[:, :, None], 3, axis=2)

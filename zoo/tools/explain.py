@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.catalog import get_catalog
+from zoo.engine.arrays import decode_array, is_array_file
 from zoo.engine.data import load_splits
 from zoo.errors import (CheckpointError, ConfigError, DataError,  # noqa: F401
                         MethodNotApplicable, did_you_mean)
@@ -21,8 +22,8 @@ from zoo.io.runfolder import read_splits, sanitise
 from zoo.runs.predict import decode_image
 from zoo.runs.reuse import load_run
 from zoo.tools.attribution import (METHODS, Explanation, TargetLayer,  # noqa: F401 (public here)
-                                   attribute, check_method, gradcam_layer, no_inplace,
-                                   require_captum, to_original, unnormalise)
+                                   attribute, check_method, display_image, gradcam_layer,
+                                   no_inplace, require_captum, to_original, unnormalise)
 from zoo.tools.explain_plots import plot_grid, plot_single, save_png
 
 __all__ = ["METHODS", "Explainer", "Explanation", "MethodNotApplicable", "TargetLayer",
@@ -90,7 +91,7 @@ class Explainer:
         if on_original:
             h, w = int(image_uint8.shape[1]), int(image_uint8.shape[2])
             full = to_original(input_map, h, w)
-            display = image_uint8.permute(1, 2, 0).cpu().numpy()
+            display = display_image(image_uint8)  # RGB as is; other channels as grey
         else:
             full = input_map
             display = unnormalise(x, self.cfg.mean, self.cfg.std)
@@ -115,7 +116,8 @@ def explain(run_dir, images: list, *, method: str = "gradcam", target=None, out=
     """
     if not images:
         raise ConfigError("zoo explain needs at least one IMAGE (or --top-losses N)")
-    decoded = [(str(p), decode_image(p)) for p in images]  # a bad file fails before any work
+    decoded = [(str(p), decode_array(p) if is_array_file(p) else decode_image(p))
+               for p in images]  # a bad file fails before any work
     ex = Explainer(run_dir, method, catalog, device)
     tgt = ex.class_index(target)
     results = [ex.explain_tensor(img, name, tgt) for name, img in decoded]

@@ -148,6 +148,7 @@ def _resolve_and_load(catalog, ref, weights_arg: str, warnings: list[str]):
             raise WeightsError(f"weights file {arg} {problem}")
         backbone = create_backbone(catalog, ref.provider, ref.arch, ref.tag, False)
         tensors, meta = read_checkpoint(path)
+        _refuse_adapted_run(path, meta)
         found = ResolvedWeights(f"file:{path}", tensors, sha256_file(path), str(path), None,
                                 meta)
         load_into_backbone(backbone, found)
@@ -198,6 +199,31 @@ def _from_folder(catalog, ref, arg: str):
     if local.classes and backbone.num_source_classes == len(local.classes):
         backbone.source_class_names = list(local.classes)  # the source classifier's classes
     return backbone, found.summary()
+
+
+def _refuse_adapted_run(path, meta) -> None:
+    """A run's model.safetensors that is not its provider's architecture (changes that could
+    not merge, an adapted input stem) cannot be a new run's source weights: say why."""
+    try:
+        zoo_meta = json.loads(meta["zoo"]) if isinstance(meta, dict) else {}
+    except (KeyError, TypeError, ValueError):
+        return
+    if not isinstance(zoo_meta, dict):
+        return
+    unmerged = zoo_meta.get("unmerged") or []
+    if unmerged:
+        names = ", ".join(sorted({str(u.get("strategy")) for u in unmerged
+                                  if isinstance(u, dict)}))
+        raise WeightsError(f"{path} keeps {names} changes that could not merge into the "
+                           "weights, so it is not the provider's architecture — use that run "
+                           "with zoo eval/predict/export, or train with a merging strategy "
+                           "(lora: strategy.params.grouped=false)")
+    cfg = zoo_meta.get("pretrained_cfg")
+    channels = cfg.get("channels", 3) if isinstance(cfg, dict) else 3
+    if channels != 3:
+        raise WeightsError(f"{path} was trained on {channels}-channel input (its stem is "
+                           "adapted); as source weights zoo takes 3-channel models only — "
+                           "start from the provider's weights with data.channels instead")
 
 
 def pretrained_cfg_of(meta: dict):
