@@ -10,19 +10,27 @@ In the second layout ``train/`` is required (``training/`` also works); a missin
 by its fraction.  It is recognised only when *every* subfolder of PATH is a split name, so
 a class that happens to be called "train" does not switch layouts.
 
-Scanning happens once per folder (see :mod:`zoo_datasets.memo`) and decides the split, so
-it must know which files are usable: every file's header is read (PNG checksums and the
-JPEG end marker too), and files that fail — empty, not an image, corrupt or truncated,
-over PIL's decompression-bomb limit, broken links — are skipped and counted in
-``warnings``.  Hidden files and folders are skipped silently; symlinks are followed, each
-real folder once per class, so a link loop ends.
+Listing: the folder is walked once and the listing kept on disk under ``$ZOO_HOME``
+(:mod:`zoo_datasets.folder_store`): a later run, or another rank, reuses it while no
+directory's modification time has changed.  Hidden files and folders are skipped
+silently; symlinks are followed while they stay inside the folder (links leading out of
+it are skipped and counted), each real folder once per class, so a link loop ends
+(:mod:`zoo_datasets.folder_walk`).
+
+Verification: in a folder under 5,000 files, or with ``data.strict_scan: true``, every
+file's header is read at the scan (PNG checksums and the JPEG end marker too) and files
+that fail — empty, not an image, corrupt or truncated, over PIL's decompression-bomb
+limit, broken links — are skipped and counted in ``warnings``.  A bigger folder is
+verified lazily: files are listed by extension (PIL's formats, ``.npy``, ``.tif``) and a
+file that fails to decode when it is loaded is replaced by the next readable image of the
+split (of its class when there is one), flagged, and named in the run's ``summary.json``
+(``unreadable``).  With ``data.strict_scan: true`` such a failure is an error instead.
 
 With ``data.cache_images`` true — or left null for a folder under 5,000 images whose
 decoded size fits in 1 GiB — every image is decoded during the scan into uint8 tensors at
 native size.  That is also the exact readability check, and because it happens in the
 main process, DataLoader workers share the decoded images instead of each filling a cache
-of its own.  Without the cache, a file that passes the scan but fails to decode later
-raises :class:`~zoo.errors.DataError` naming it.
+of its own.
 """
 from __future__ import annotations
 
@@ -30,18 +38,19 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from zoo.errors import DataError
 
 from .base import ImageDataset
+from .folder_walk import SPLIT_FOLDERS, _entries, _hidden, _inside, _layout  # noqa: F401
+from .folder_store import cached_listing
+from .folder_walk import candidates, walk_listing
 from .images import Unreadable, decode, probe
 from zoo.engine.splits import few_shot, stratified_split
 from .memo import memo
 
-SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
-                 "test": ("test", "testing")}
 CACHE_MAX_IMAGES = 5000
+PROBE_MAX_FILES = CACHE_MAX_IMAGES  # below: every header is read at the scan (< ~0.3 s)
 CACHE_MAX_BYTES = 1 << 30
 _SHOWN = 3  # file names quoted in a warning
 
@@ -57,49 +66,11 @@ class FolderIndex:
     origins: list[str | None]       # "train"/"val"/"test" in the split layout, else None
     warnings: list[str]
     images: list | None = None      # decoded uint8 tensors, aligned with files
+    verified: bool = True           # every file was read at the scan (else: lazily)
+    listing: str = "walked"         # how the listing was had: "reused" from $ZOO_HOME, ...
 
 
-# -- walking --------------------------------------------------------------------------------
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
-def _entries(folder: str) -> tuple[list[str], list[str]]:
-    """Sorted non-hidden (subfolders, files) of ``folder``, following symlinks."""
-    dirs, files = [], []
-    with os.scandir(folder) as it:
-        for entry in it:
-            if _hidden(entry.name):
-                continue
-            if entry.is_dir() and entry.is_symlink() and _is_ancestor(entry.path, folder):
-                continue  # a link to this folder or above: not a class, a loop
-            (dirs if entry.is_dir() else files).append(entry.name)
-    return sorted(dirs), sorted(files)
-
-
-def _is_ancestor(link: str, folder: str) -> bool:
-    """True when ``link`` resolves to ``folder`` itself or a folder above it."""
-    real, here = os.path.realpath(link), os.path.realpath(folder)
-    return here == real or here.startswith(real.rstrip(os.sep) + os.sep)
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _layout(root: str) -> dict[str, str] | None:
-    """``{"train": "train", ...}`` when ``root`` holds split folders, else None."""
-    subdirs, _ = _entries(root)
-    found: dict[str, str] = {}
-    for name in subdirs:
-        for split, aliases in SPLIT_FOLDERS.items():
-            if name.lower() in aliases and split not in found:
-                found[split] = name
-    if "train" not in found or set(subdirs) != set(found.values()):
-        return None
-    return found if _entries(os.path.join(root, found["train"]))[0] else None
-
-
+# -- walking (the per-class walk of unlabeled; folder walks through folder_walk) -----------
 def _walk(class_dir: str, root: str | None = None) -> list[str]:
     """Every non-hidden file under ``class_dir``; each real folder visited once.
 
@@ -161,22 +132,6 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:_SHOWN]) + (", ..." if len(items) > _SHOWN else "")
 
 
-def _find(root: str, layout: dict | None):
-    """Candidate files as (origin, class, absolute path), plus loose files and class names."""
-    groups = [(split, os.path.join(root, d)) for split, d in layout.items()] if layout \
-        else [(None, root)]
-    candidates: list[tuple[str | None, str, str]] = []
-    loose: list[str] = []
-    class_names: set[str] = set()
-    for origin, group in groups:
-        class_dirs, files = _entries(group)
-        loose += [os.path.relpath(os.path.join(group, f), root) for f in files]
-        class_names.update(class_dirs)
-        for name in class_dirs:
-            candidates += [(origin, name, p) for p in _walk(os.path.join(group, name), root)]
-    return candidates, loose, sorted(class_names)
-
-
 def _check(candidates: list, cache_images: bool | None):
     """Probe every candidate, then decode them all if caching: (usable, images, skipped)."""
     usable, sizes, failed = [], [], []
@@ -198,15 +153,38 @@ def _check(candidates: list, cache_images: bool | None):
             failed)
 
 
-def scan(root: str, cache_images: bool | None) -> FolderIndex:
-    """Find, check (and maybe decode) every image under ``root``; raise DataError if unusable."""
-    layout = _layout(root)
-    candidates, loose, class_dirs = _find(root, layout)
-    usable, images, failed = _check(candidates, cache_images)
+def _image_extensions() -> frozenset[str]:
+    from PIL import Image  # lazy: PIL
 
-    def rel(path: str) -> str:
-        return Path(os.path.relpath(path, root)).as_posix()
+    Image.init()  # every format plugin, so registered_extensions() is complete
+    return frozenset(Image.registered_extensions()) | {".npy", ".tif", ".tiff"}
 
+
+def _verify(root: str, found: list, cache_images: bool | None, strict: bool):
+    """Usable candidates, decoded images (or None) and skipped (relative path, reason).
+
+    Small folders (the cache's decision needs their sizes), a requested cache and the
+    strict scan read every file now; otherwise only the extension is checked here and
+    decoding failures are handled when an image is loaded (lazy verification)."""
+    if strict or cache_images or len(found) < PROBE_MAX_FILES:
+        full = [(o, c, os.path.join(root, rel), rel) for o, c, rel in found]
+        usable, images, failed = _check(full, cache_images)
+        skip = len(root.rstrip(os.sep)) + 1
+        return ([(o, c, rel) for o, c, _, rel in usable], images,
+                [(path[skip:], reason) for path, reason in failed], True)
+    known = _image_extensions()
+    usable = [c for c in found if os.path.splitext(c[2])[1].lower() in known]
+    failed = [(c[2], "not an image") for c in found
+              if os.path.splitext(c[2])[1].lower() not in known]
+    return usable, None, failed, False
+
+
+def scan(root: str, cache_images: bool | None, strict: bool = False) -> FolderIndex:
+    """List (from the on-disk listing when current), check and maybe decode ``root``."""
+    listing, how = cached_listing(root, walk_listing)
+    found = candidates(listing)
+    usable, images, failed, verified = _verify(root, found, cache_images, strict)
+    class_dirs = listing["class_dirs"]
     classes = sorted({name for _, name, _ in usable})
     if not usable:
         what = "no class subfolders" if not class_dirs else "no readable images"
@@ -215,30 +193,39 @@ def scan(root: str, cache_images: bool | None) -> FolderIndex:
     if len(classes) < 2:
         raise DataError(f"{root} has only one class ('{classes[0]}'): classification needs "
                         f"at least 2 classes, one subfolder each")
+    warnings = _scan_warnings(listing, usable, failed, classes, root)
+    label_of = {c: i for i, c in enumerate(classes)}
+    return FolderIndex(root=root, classes=classes, files=[rel for _, _, rel in usable],
+                       labels=[label_of[name] for _, name, _ in usable],
+                       origins=[origin for origin, _, _ in usable], warnings=warnings,
+                       images=images, verified=verified, listing=how)
+
+
+def _scan_warnings(listing: dict, usable: list, failed: list, classes: list,
+                   root: str) -> list[str]:
     warnings = []
     if failed:
         reasons = Counter(reason for _, reason in failed)
         detail = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
         warnings.append(f"skipped {len(failed)} unreadable file(s) ({detail}): "
-                        f"{_listing([rel(path) for path, _ in failed])}")
-    if loose:
-        warnings.append(f"ignored {len(loose)} file(s) outside the class folders: "
-                        f"{_listing(loose)}")
-    empty = [c for c in class_dirs if c not in classes]
+                        f"{_listing([rel for rel, _ in failed])}")
+    if listing["loose"]:
+        warnings.append(f"ignored {len(listing['loose'])} file(s) outside the class folders: "
+                        f"{_listing(listing['loose'])}")
+    if listing["outside_links"]:
+        warnings.append(f"skipped {listing['outside_links']} symlink(s) leading outside "
+                        f"{root} (links must stay inside the data folder)")
+    empty = [c for c in listing["class_dirs"] if c not in classes]
     if empty:
         warnings.append(f"ignored {len(empty)} class folder(s) without readable images: "
                         f"{_listing(empty)}")
-    for split, folder in (layout or {}).items():
+    for split, folder in (listing["layout"] or {}).items():
         present = {name for origin, name, _ in usable if origin == split}
         missing = [c for c in classes if c not in present]
         if missing:
             warnings.append(f"{folder}/ has no images of {len(missing)} class(es): "
                             f"{_listing(missing)}")
-    label_of = {c: i for i, c in enumerate(classes)}
-    return FolderIndex(root=root, classes=classes, files=[rel(p) for _, _, p in usable],
-                       labels=[label_of[name] for _, name, _ in usable],
-                       origins=[origin for origin, _, _ in usable], warnings=warnings,
-                       images=images)
+    return warnings
 
 
 # -- splitting ------------------------------------------------------------------------------
@@ -259,27 +246,65 @@ def split_positions(index: FolderIndex, val: float, test: float, seed: int
 
 
 class FolderDataset(ImageDataset):
-    """One split of a scanned folder; decodes per item unless the scan cached the images."""
+    """One split of a scanned folder; decodes per item unless the scan cached the images.
 
-    def __init__(self, index: FolderIndex, positions: list[int], **kwargs):
+    Without ``strict``, an image that fails to decode is flagged (in shared memory, so
+    DataLoader workers' findings reach the main process) and replaced by the next
+    readable one of the split — of the same class when there is one."""
+
+    def __init__(self, index: FolderIndex, positions: list[int], strict: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.root = index.root
         self.positions = positions
         self._files = index.files
         self._images = index.images
         self.in_memory = index.images is not None
+        self.strict = strict
+        self._failed = None
+        if not self.in_memory and not strict and positions:
+            import torch  # lazy: this module's callers imported it already
+
+            self._failed = torch.zeros(len(positions), dtype=torch.uint8).share_memory_()
+
+    def _decode(self, i: int):
+        return decode(os.path.join(self.root, self._files[self.positions[i]]))
 
     def load(self, i: int):
         position = self.positions[i]
         if self._images is not None:
             return self._images[position]
-        path = os.path.join(self.root, self._files[position])
         try:
-            return decode(path)
+            return self._decode(i)
         except Unreadable as exc:
-            raise DataError(f"cannot read {path} ({exc.reason}) — remove it, or set "
-                            f"data.cache_images: true to check every image before "
-                            f"training") from exc
+            if self._failed is None:
+                path = os.path.join(self.root, self._files[position])
+                raise DataError(f"cannot read {path} ({exc.reason}) — remove it, or leave "
+                                "data.strict_scan off to skip such files") from exc
+            self._failed[i] = 1
+            return self._replacement(i)
+
+    def _replacement(self, i: int):
+        """The next readable image after ``i``: same class first, then any."""
+        n, label = len(self.positions), self.targets[i]
+        order = [(i + k) % n for k in range(1, n)]
+        for j in (j for same in (True, False) for j in order
+                  if (self.targets[j] == label) == same):
+            if self._failed[j]:
+                continue
+            try:
+                return self._decode(j)
+            except Unreadable:
+                self._failed[j] = 1
+        raise DataError(f"no image of the {self.split} split under {self.root} can be "
+                        "decoded — check the folder (zoo run --set data.strict_scan=true "
+                        "lists what is wrong)")
+
+    def unreadable_files(self) -> list[str]:
+        """Sample ids of the images found undecodable so far (by any worker)."""
+        if self._failed is None:
+            return []
+        return [self.sample_ids[i] for i in self._failed.nonzero().flatten().tolist()]
 
 
 def _check_path(path: str | None,
@@ -300,13 +325,14 @@ def build(spec, split: str, transform, seed: int) -> FolderDataset:
         raise DataError(f"unknown folder dataset parameter '{next(iter(spec.params))}' "
                         f"(folder takes none: set data.path, val_split, test_split, ...)")
     root = _check_path(spec.path)
-    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images)
-    index = memo(key, lambda: scan(root, spec.cache_images))
+    strict = bool(getattr(spec, "strict_scan", False))
+    key = ("folder", os.path.realpath(root), signature(root), spec.cache_images, strict)
+    index = memo(key, lambda: scan(root, spec.cache_images, strict))
     parts, split_warnings = split_positions(index, spec.val_split, spec.test_split, seed)
     positions = parts[split]
     if split == "train":
         positions = few_shot(positions, index.labels, spec.max_per_class, seed)
-    return FolderDataset(index, positions, name="folder", split=split, classes=index.classes,
-                         targets=[index.labels[p] for p in positions],
+    return FolderDataset(index, positions, strict=strict, name="folder", split=split,
+                         classes=index.classes, targets=[index.labels[p] for p in positions],
                          sample_ids=[index.files[p] for p in positions], transform=transform,
                          warnings=[*index.warnings, *split_warnings])

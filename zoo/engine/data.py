@@ -200,3 +200,30 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device_type == "cuda", drop_last=drop_last,
                       worker_init_fn=distributed.worker_init if sharded and workers else None)
+
+
+def note_unreadable(bundle: DataBundle, warnings: list) -> dict | None:
+    """Files a dataset found undecodable while the run loaded them (lazy verification, e.g.
+    the folder dataset's), gathered from every rank: ``{"count", "files"}`` for
+    summary.json, plus one warning line; None when there were none.  Under torchrun every
+    rank must call it (a collective)."""
+    names: list[str] = []
+    for split in ("train", "val", "test"):
+        found = getattr(getattr(bundle, split), "unreadable_files", None)
+        if callable(found):
+            names += [n for n in found() if n not in names]
+    from zoo.engine import distributed  # lazy: imports torch
+
+    if distributed.world_size() > 1:
+        import torch.distributed as dist  # lazy: torch
+
+        everyone: list = [None] * distributed.world_size()
+        dist.all_gather_object(everyone, names)
+        names = sorted({n for rank_names in everyone for n in rank_names})
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    warnings.append(f"skipped {len(names)} file(s) that failed to decode during the run, "
+                    f"each replaced by another image of its split: {shown} (all named in "
+                    "summary.json 'unreadable'; data.strict_scan=true makes this an error)")
+    return {"count": len(names), "files": names[:1000]}
