@@ -163,6 +163,8 @@ _FACADE = {
     "predict": ("zoo.runs.predict", "predict"),
     "export_run": ("zoo.runs.export", "export_run"),
     "compare": ("zoo.tools.compare", "compare"),
+    "emit_sweep": ("zoo.tools.sweep", "emit"),
+    "collect_sweep": ("zoo.tools.sweep", "collect"),
     "rank_models": ("zoo.tools.rank", "rank"),
     "ranked": ("zoo.tools.rank", "ranked"),
     "RANK_METRICS": ("zoo.tools.rank", "METRICS"),
