@@ -56,7 +56,7 @@ def compare_cmd(model, strategies, seeds, as_json, preset, config, registry, set
     zoo compare --collect sweep/
     """
     if collect_dir:
-        return sweep_cli.collect_cmd(collect_dir, as_json, quiet)
+        return sweep_cli.collect_cmd(collect_dir, as_json, quiet, print_leaderboard)
     if not model or not strategies:
         raise click.UsageError("missing " + ("MODEL" if not model else "--strategies A,B,C")
                                + " (or --collect DIR to gather an emitted comparison)")

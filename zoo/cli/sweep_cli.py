@@ -23,9 +23,7 @@ def emit_cmd(model, strategies, directory, *, as_json: bool, quiet: bool, **opti
     out.print(f"then:      zoo compare --collect {folder}", markup=False, highlight=False)
 
 
-def collect_cmd(directory, as_json: bool, quiet: bool) -> None:
-    from zoo.cli.compare_cmd import print_leaderboard  # lazy: compare_cmd imports this module
-
+def collect_cmd(directory, as_json: bool, quiet: bool, print_leaderboard) -> None:
     result = api.collect_sweep(directory)
     if as_json:
         print_json(result)

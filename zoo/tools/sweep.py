@@ -22,6 +22,7 @@ the ones that failed or are still running.  Imports no torch.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -175,8 +176,6 @@ if __name__ == "__main__":
 
 def submit_with_submitit(directory: str, argv: list[str] | None = None) -> list[str]:
     """Submit every job of ``directory`` as one submitit array; return the job ids."""
-    import argparse
-
     try:
         import submitit  # lazy: an optional dependency (the cluster extra)
     except ImportError:
