@@ -96,7 +96,7 @@ def _valid(payload, root_real: str) -> bool:
             if group["origin"] not in ORIGINS or not _safe_name(group["class"]):
                 return False
             for rel_dir, names in group["files"]:
-                if not _safe_rel(rel_dir) or not all(_safe_name(n) for n in names):
+                if not _safe_rel(rel_dir) or not _safe_names(names):
                     return False
         return (all(_safe_rel(p) for p in payload["loose"])
                 and all(_safe_name(c) for c in payload["class_dirs"])
@@ -108,6 +108,18 @@ def _valid(payload, root_real: str) -> bool:
 def _safe_name(name) -> bool:
     return (isinstance(name, str) and bool(name) and name not in (".", "..")
             and "/" not in name and "\\" not in name and "\x00" not in name)
+
+
+def _safe_names(names) -> bool:
+    """:func:`_safe_name` for a whole folder's names at once (1 M files: no Python loop
+    per name): joined with NUL, no name may hold a separator, a NUL, or be "", ".", ".."."""
+    if not isinstance(names, list):
+        return False
+    joined = "\x00".join(names)  # TypeError for a non-string: caught by the caller
+    if "/" in joined or "\\" in joined or joined.count("\x00") != len(names) - 1:
+        return False
+    padded = f"\x00{joined}\x00"
+    return not any(f"\x00{bad}\x00" in padded for bad in ("", ".", ".."))
 
 
 def _fresh(payload, root: str) -> bool:
