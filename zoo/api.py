@@ -165,6 +165,7 @@ _FACADE = {
     "compare": ("zoo.tools.compare", "compare"),
     "emit_sweep": ("zoo.tools.sweep", "emit"),
     "collect_sweep": ("zoo.tools.sweep", "collect"),
+    "write_shards": ("zoo.tools.shard", "write_shards"),
     "rank_models": ("zoo.tools.rank", "rank"),
     "ranked": ("zoo.tools.rank", "ranked"),
     "RANK_METRICS": ("zoo.tools.rank", "METRICS"),

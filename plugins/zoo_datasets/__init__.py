@@ -1,4 +1,4 @@
-"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``digits``, ``photos``,
+"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``webdataset``, ``digits``, ``photos``,
 ``torchvision:NAME``, ``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
@@ -62,6 +62,13 @@ def shift_dataset(spec, split, transform=None, seed=0):
     return build(spec, check_split(split), transform, seed)
 
 
+def webdataset_dataset(spec, split, transform=None, seed=0):
+    """WebDataset tar shards at ``spec.path`` (written by ``zoo data shard``), streamed."""
+    from .stream import build  # lazy: torch and webdataset load on first use
+
+    return build(spec, check_split(split), transform, seed)
+
+
 def unlabeled_dataset(spec, split, transform=None, seed=0):
     """Every image under ``spec.path``, labels unused (a UDA job's ``target_data``)."""
     from .unlabeled import build  # lazy: the implementation loads on first use (imports torch)
@@ -78,6 +85,9 @@ def register_datasets(register):
              description="images in class subfolders at data.path (ImageFolder layout)")
     register("unlabeled", unlabeled_dataset, serves_unlabeled_paths=True,  # target_data PATH
              description="every image under data.path, labels unused (target_data of a UDA job)")
+    register("webdataset", webdataset_dataset,
+             description="WebDataset tar shards at data.path (zoo data shard), streamed: "
+                         "shuffle buffer, sharded over ranks and workers, exact resume")
     register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},
              description="scikit-learn handwritten digits: 10 classes, 8x8 upscaled to 32x32")
     register("torchvision", torchvision_dataset, prefix=True,

@@ -304,6 +304,10 @@ class FolderDataset(ImageDataset):
                         "decoded — check the folder (zoo run --set data.strict_scan=true "
                         "lists what is wrong)")
 
+    def source_file(self, i: int) -> str:
+        """The file item ``i`` is decoded from (``zoo data shard`` copies its bytes)."""
+        return os.path.join(self.root, self._files[self.positions[i]])
+
     def unreadable_files(self) -> list[str]:
         """Sample ids of the images found undecodable so far (by any worker)."""
         if self._failed is None:

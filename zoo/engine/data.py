@@ -20,11 +20,18 @@ class DataBundle:
 
     def with_transforms(self, transforms: dict) -> "DataBundle":
         """The same splits seen through ``transforms`` (split → callable); no reloading."""
-        views = {s: (Transformed(getattr(self, s), transforms[s])
+        views = {s: (_view(getattr(self, s), transforms[s])
                      if transforms.get(s) is not None else getattr(self, s))
                  for s in ("train", "val", "test")}
         return DataBundle(views["train"], views["val"], views["test"], self.classes,
                           self.warnings)
+
+
+def _view(dataset, transform):
+    """A split seen through ``transform``: a stream applies it itself, per sample."""
+    if getattr(dataset, "streaming", False):
+        return dataset.with_transform(transform)
+    return Transformed(dataset, transform)
 
 
 class Transformed:
@@ -182,6 +189,10 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
     from zoo.engine import distributed  # lazy: imports torch
 
     workers = default_workers(dataset, device_type) if workers is None else workers
+    if getattr(dataset, "streaming", False):  # an IterableDataset orders itself
+        from zoo.engine.streams import stream_loader  # lazy: imports torch
+
+        return stream_loader(dataset, batch_size, shuffle, workers, device_type, notes)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     # under torchrun: this rank's shard, shuffled by the same generator (zoo.engine.distributed)
     sampler = distributed.sampler(dataset, shuffle, gen)
