@@ -141,3 +141,48 @@ def test_streamed_run_resumes_to_the_uninterrupted_history(shards, tmp_path):
     assert [r["val"] for r in a] == [r["val"] for r in b] and len(a) == 3
     assert json.loads(resumed.stdout)["test"] == json.loads(
         (tmp_path / "full" / "summary.json").read_text())["test"]
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A local parquet dataset (train/validation/test) that ``datasets`` streams offline."""
+    import datasets
+
+    root = tmp_path_factory.mktemp("hf") / "ds"
+    root.mkdir()
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["dark", "light"])})
+    for split, n in (("train", 24), ("validation", 6), ("test", 8)):
+        images = [Image.new("RGB", (16, 16), (10 * i, 200 * (i % 2), 30)) for i in range(n)]
+        ds = datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]},
+                                        features=features)
+        ds.to_parquet(str(root / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
+def test_hf_streaming_order_workers_and_resume(hf_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    spec = DataSpec(name="hf-stream", path=str(hf_folder), params={"shuffle_buffer": 8})
+    train = zoo_datasets.hf_stream_dataset(spec, "train", None, 3)
+    assert len(train) == 24 and train.classes == ["dark", "light"]
+    first = ids_of(train, epoch=0)
+    assert len(first) == 24 and ids_of(train, epoch=0) == first
+    assert ids_of(train, epoch=1) != first and sorted(ids_of(train, epoch=1)) == sorted(first)
+    assert len(zoo_datasets.hf_stream_dataset(spec, "val", None, 3)) == 6
+    args = ["timm:test_resnet", "--data", hf_folder, "--set", "data.name=hf-stream",
+            "--set", "data.params.shuffle_buffer=8", "--set", "data.num_workers=0",
+            "--weights", "none", "--epochs", "2", "--batch-size", "8", "--seed", "3", "-q",
+            "--out", tmp_path]
+    env = {"HF_HOME": str(tmp_path / "hf-home")}
+    full = zoo("run", *args, "--name", "full", env=env)
+    assert full.returncode == 0, full.stderr
+    part = zoo("run", *args, "--name", "part",
+               env=dict(env, ZOO_FAULT="interrupt_after_epoch:1"))
+    assert part.returncode == 130, part.stderr
+    assert zoo("run", "--resume", tmp_path / "part", "-q", env=env).returncode == 0
+
+    def losses(name):
+        return [json.loads(line)["train"]["loss"] for line in
+                (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses("full") == losses("part") and len(losses("full")) == 2

@@ -1,4 +1,4 @@
-"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``webdataset``, ``digits``, ``photos``,
+"""Built-in datasets: ``demo``, ``folder``, ``unlabeled``, ``webdataset``, ``hf-stream``, ``digits``, ``photos``,
 ``torchvision:NAME``, ``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
@@ -69,6 +69,13 @@ def webdataset_dataset(spec, split, transform=None, seed=0):
     return build(spec, check_split(split), transform, seed)
 
 
+def hf_stream_dataset(spec, split, transform=None, seed=0):
+    """A Hugging Face ``datasets`` dataset (hub name or local folder), streamed."""
+    from .hf_stream import build  # lazy: torch and datasets load on first use
+
+    return build(spec, check_split(split), transform, seed)
+
+
 def unlabeled_dataset(spec, split, transform=None, seed=0):
     """Every image under ``spec.path``, labels unused (a UDA job's ``target_data``)."""
     from .unlabeled import build  # lazy: the implementation loads on first use (imports torch)
@@ -88,6 +95,9 @@ def register_datasets(register):
     register("webdataset", webdataset_dataset,
              description="WebDataset tar shards at data.path (zoo data shard), streamed: "
                          "shuffle buffer, sharded over ranks and workers, exact resume")
+    register("hf-stream", hf_stream_dataset,
+             description="a Hugging Face datasets dataset (data.path: hub name or folder) in "
+                         "streaming mode: shuffle buffer, split over ranks/workers, exact resume")
     register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},
              description="scikit-learn handwritten digits: 10 classes, 8x8 upscaled to 32x32")
     register("torchvision", torchvision_dataset, prefix=True,
