@@ -173,13 +173,10 @@ def _verify(root: str, found: list, cache_images: bool | None, strict: bool):
         skip = len(root.rstrip(os.sep)) + 1
         return ([(o, c, rel) for o, c, _, rel in usable], images,
                 [(path[skip:], reason) for path, reason in failed], True)
-    known = _image_extensions()
-    usable, failed = [], []
-    for c in found:  # one pass, no os.path.splitext: this loop runs over every file
-        rel = c[2]
-        dot = rel.rfind(".")
-        image = dot > rel.rfind("/") + 1 and rel[dot:].lower() in known
-        (usable.append(c) if image else failed.append((rel, "not an image")))
+    known = tuple(_image_extensions())  # ".jpg", ...: str.endswith takes them at once
+    usable = [c for c in found if c[2].lower().endswith(known)]  # runs over every file
+    failed = [] if len(usable) == len(found) else [
+        (c[2], "not an image") for c in found if not c[2].lower().endswith(known)]
     return usable, None, failed, False
 
 
