@@ -205,3 +205,29 @@ def test_a_run_names_undecodable_files_in_its_summary_and_plan_reuses_the_listin
     assert summary["status"] == "completed"
     assert summary["unreadable"] == {"count": 1, "files": ["a/003.png"]}
     assert any("failed to decode during the run" in w for w in summary["warnings"])
+
+
+def test_the_automatic_cache_is_for_small_images_within_available_memory(tmp_path):
+    from zoo_datasets import cache_policy as cp
+
+    small, big = [(32, 32)] * 100, [(320, 240)] * 100
+    assert cp.should_cache(small, available=1 << 30)
+    assert not cp.should_cache(big, available=1 << 30)  # measured: no time saved
+    assert not cp.should_cache(small, available=4 * 3 * 32 * 32 * 100 - 1)  # > 1/4 of free
+    assert not cp.should_cache([(32, 32)] * cp.MAX_IMAGES, available=1 << 40)
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("1000000\n")
+    (v2 / "memory.current").write_text("400000\n")
+    assert cp.cgroup_memory_left(v2) == 600000
+    (v2 / "memory.max").write_text("max\n")
+    assert cp.cgroup_memory_left(v2) is None
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(str(1 << 62))  # v1's "no limit"
+    (v1 / "memory.usage_in_bytes").write_text("5")
+    assert cp.cgroup_memory_left(tmp_path / "v1") is None
+    (v1 / "memory.limit_in_bytes").write_text("2000")
+    assert cp.cgroup_memory_left(tmp_path / "v1") == 1995
+    (tmp_path / "meminfo").write_text("MemTotal: 100 kB\nMemAvailable:  64 kB\n")
+    assert cp.meminfo_available(tmp_path / "meminfo") == 64 * 1024

@@ -26,9 +26,10 @@ file that fails to decode when it is loaded is replaced by the next readable ima
 split (of its class when there is one), flagged, and named in the run's ``summary.json``
 (``unreadable``).  With ``data.strict_scan: true`` such a failure is an error instead.
 
-With ``data.cache_images`` true — or left null for a folder under 5,000 images whose
-decoded size fits in 1 GiB — every image is decoded during the scan into uint8 tensors at
-native size.  That is also the exact readability check, and because it happens in the
+With ``data.cache_images`` true — or left null for a folder under 5,000 small images
+(≤ 96×96 px on average) whose decoded size fits in a quarter of the available memory,
+cgroup limits included, and 1 GiB (:mod:`zoo_datasets.cache_policy`) — every image is
+decoded during the scan into uint8 tensors at native size.  That is also the exact readability check, and because it happens in the
 main process, DataLoader workers share the decoded images instead of each filling a cache
 of its own.
 """
@@ -43,15 +44,16 @@ from zoo.errors import DataError
 
 from .base import ImageDataset
 from .folder_walk import SPLIT_FOLDERS, _entries, _hidden, _inside, _layout  # noqa: F401
+from .cache_policy import MAX_BYTES as CACHE_MAX_BYTES  # noqa: F401
+from .cache_policy import MAX_IMAGES as CACHE_MAX_IMAGES
+from .cache_policy import should_cache
 from .folder_store import cached_listing
 from .folder_walk import candidates, walk_listing
 from .images import Unreadable, decode, probe
 from zoo.engine.splits import few_shot, stratified_split
 from .memo import memo
 
-CACHE_MAX_IMAGES = 5000
 PROBE_MAX_FILES = CACHE_MAX_IMAGES  # below: every header is read at the scan (< ~0.3 s)
-CACHE_MAX_BYTES = 1 << 30
 _SHOWN = 3  # file names quoted in a warning
 
 
@@ -142,9 +144,8 @@ def _check(candidates: list, cache_images: bool | None):
         else:
             usable.append(candidate)
             sizes.append(result)
-    if cache_images is None:
-        decoded_bytes = sum(3 * w * h for w, h in sizes)
-        cache_images = len(usable) < CACHE_MAX_IMAGES and decoded_bytes <= CACHE_MAX_BYTES
+    if cache_images is None:  # by measurement: small images only, sized from free memory
+        cache_images = should_cache(sizes)
     if not cache_images:
         return usable, None, failed
     decoded = _map(decode, [c[2] for c in usable])
