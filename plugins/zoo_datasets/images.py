@@ -129,12 +129,19 @@ def decode(path: str):
     """Decode ``path`` into a (3, H, W) uint8 tensor; raise :class:`Unreadable`."""
     from PIL import Image, ImageOps  # lazy: PIL
 
-    try:
-        if os.path.getsize(path) == 0:
-            raise Unreadable("empty")
+    try:  # no stat first: this runs for every sample of every epoch
         with Image.open(path) as im:
             im.load()  # decode now, inside the try: truncated data fails here
             upright = ImageOps.exif_transpose(im) or im
             return to_tensor(upright)
     except Exception as exc:  # noqa: BLE001 - see probe()
+        if _is_empty(path):
+            raise Unreadable("empty") from exc
         raise _classify(exc) from exc
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
