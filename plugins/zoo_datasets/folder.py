@@ -306,6 +306,10 @@ class FolderDataset(ImageDataset):
         """The file item ``i`` is decoded from (``zoo data shard`` copies its bytes)."""
         return os.path.join(self.root, self._files[self.positions[i]])
 
+    def unreadable_flags(self):
+        """The shared per-item flags (uint8, 1 = failed to decode), or None."""
+        return self._failed
+
     def unreadable_files(self) -> list[str]:
         """Sample ids of the images found undecodable so far (by any worker)."""
         if self._failed is None:

@@ -215,22 +215,22 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
 
 def note_unreadable(bundle: DataBundle, warnings: list) -> dict | None:
     """Files a dataset found undecodable while the run loaded them (lazy verification, e.g.
-    the folder dataset's), gathered from every rank: ``{"count", "files"}`` for
+    the folder dataset's), combined over every rank: ``{"count", "files"}`` for
     summary.json, plus one warning line; None when there were none.  Under torchrun every
     rank must call it (a collective)."""
-    names: list[str] = []
-    for split in ("train", "val", "test"):
-        found = getattr(getattr(bundle, split), "unreadable_files", None)
-        if callable(found):
-            names += [n for n in found() if n not in names]
     from zoo.engine import distributed  # lazy: imports torch
 
-    if distributed.world_size() > 1:
-        import torch.distributed as dist  # lazy: torch
-
-        everyone: list = [None] * distributed.world_size()
-        dist.all_gather_object(everyone, names)
-        names = sorted({n for rank_names in everyone for n in rank_names})
+    found_names: dict[str, None] = {}  # ordered, no repeats
+    for split in ("train", "val", "test"):
+        dataset = getattr(bundle, split)
+        flags = getattr(dataset, "unreadable_flags", None)
+        flags = flags() if callable(flags) else None
+        if flags is not None and distributed.world_size() > 1:
+            distributed.all_reduce_max_(flags)  # each rank flagged what its shard met
+        found = getattr(dataset, "unreadable_files", None)
+        if callable(found):
+            found_names.update(dict.fromkeys(found()))
+    names = list(found_names)
     if not names:
         return None
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
