@@ -40,6 +40,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
+
 from zoo.errors import DataError
 
 from .base import ImageDataset
@@ -265,8 +267,6 @@ class FolderDataset(ImageDataset):
         self.strict = strict
         self._failed = None
         if not self.in_memory and not strict and positions:
-            import torch  # lazy: this module's callers imported it already
-
             self._failed = torch.zeros(len(positions), dtype=torch.uint8).share_memory_()
 
     def _decode(self, i: int):
