@@ -23,8 +23,10 @@ def data_group():
               help="Samples per tar shard.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="The seed that splits SRC (as `zoo run --seed`).")
-@click.option("--val-split", type=float, default=0.1, show_default=True)
-@click.option("--test-split", type=float, default=0.2, show_default=True)
+@click.option("--val-split", type=float, default=0.1, show_default=True,
+              help="Fraction of SRC for the val shards (as data.val_split).")
+@click.option("--test-split", type=float, default=0.2, show_default=True,
+              help="Fraction of SRC for the test shards (as data.test_split).")
 @click.option("--max-per-class", type=int, default=None,
               help="Few-shot: at most N training images per class.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
