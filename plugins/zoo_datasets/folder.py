@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 from dataclasses import dataclass, field
 
 import torch
@@ -164,49 +165,68 @@ def _image_extensions() -> frozenset[str]:
     return frozenset(Image.registered_extensions()) | {".npy", ".tif", ".tiff"}
 
 
-def _verify(root: str, found: list, cache_images: bool | None, strict: bool):
-    """Usable candidates, decoded images (or None) and skipped (relative path, reason).
+def _verify(root: str, listing: dict, cache_images: bool | None, strict: bool):
+    """Usable files as runs ``(origin, class, [relative paths])``, decoded images (or
+    None), skipped ``(relative path, reason)`` and whether every file was read.
 
     Small folders (the cache's decision needs their sizes), a requested cache and the
     strict scan read every file now; otherwise only the extension is checked here and
     decoding failures are handled when an image is loaded (lazy verification)."""
+    found = candidates(listing)
     if strict or cache_images or len(found) < PROBE_MAX_FILES:
         full = [(o, c, os.path.join(root, rel), rel) for o, c, rel in found]
         usable, images, failed = _check(full, cache_images)
         skip = len(root.rstrip(os.sep)) + 1
-        return ([(o, c, rel) for o, c, _, rel in usable], images,
-                [(path[skip:], reason) for path, reason in failed], True)
+        runs = [(o, c, [rel for *_, rel in group])
+                for (o, c), group in groupby(usable, key=lambda u: (u[0], u[1]))]
+        return runs, images, [(path[skip:], reason) for path, reason in failed], True
+    del found  # big folders: per folder, without a tuple per file
     known = tuple(_image_extensions())  # ".jpg", ...: str.endswith takes them at once
-    usable = [c for c in found if c[2].lower().endswith(known)]  # runs over every file
-    failed = [] if len(usable) == len(found) else [
-        (c[2], "not an image") for c in found if not c[2].lower().endswith(known)]
-    return usable, None, failed, False
+    runs, failed = [], []
+    for group in listing["groups"]:
+        kept: list[str] = []
+        for rel_dir, names in group["files"]:
+            prefix = f"{rel_dir}/" if rel_dir else ""
+            good = [prefix + n for n in names if n.lower().endswith(known)]
+            if len(good) != len(names):
+                failed += [(prefix + n, "not an image") for n in names
+                           if not n.lower().endswith(known)]
+            kept += good
+        runs.append((group["origin"], group["class"], kept))
+    return runs, None, failed, False
 
 
 def scan(root: str, cache_images: bool | None, strict: bool = False) -> FolderIndex:
     """List (from the on-disk listing when current), check and maybe decode ``root``."""
     listing, how = cached_listing(root, walk_listing)
-    found = candidates(listing)
-    usable, images, failed, verified = _verify(root, found, cache_images, strict)
+    runs, images, failed, verified = _verify(root, listing, cache_images, strict)
+    runs = [run for run in runs if run[2]]
     class_dirs = listing["class_dirs"]
-    classes = sorted({name for _, name, _ in usable})
-    if not usable:
+    classes = sorted({name for _, name, _ in runs})
+    if not runs:
         what = "no class subfolders" if not class_dirs else "no readable images"
         raise DataError(f"no images found under {root} ({what}) — put the images in one "
                         f"subfolder per class, e.g. {os.path.join(root, 'cats', '1.jpg')}")
     if len(classes) < 2:
         raise DataError(f"{root} has only one class ('{classes[0]}'): classification needs "
                         f"at least 2 classes, one subfolder each")
-    warnings = _scan_warnings(listing, usable, failed, classes, root)
+    warnings = _scan_warnings(listing, {(o, c) for o, c, _ in runs}, failed, classes, root)
     label_of = {c: i for i, c in enumerate(classes)}
-    return FolderIndex(root=root, classes=classes, files=[rel for _, _, rel in usable],
-                       labels=[label_of[name] for _, name, _ in usable],
-                       origins=[origin for origin, _, _ in usable], warnings=warnings,
-                       images=images, verified=verified, listing=how)
+    files: list[str] = []
+    labels: list[int] = []
+    origins: list[str | None] = []
+    for origin, name, kept in runs:
+        files += kept
+        labels += [label_of[name]] * len(kept)
+        origins += [origin] * len(kept)
+    return FolderIndex(root=root, classes=classes, files=files, labels=labels,
+                       origins=origins, warnings=warnings, images=images, verified=verified,
+                       listing=how)
 
 
-def _scan_warnings(listing: dict, usable: list, failed: list, classes: list,
+def _scan_warnings(listing: dict, present: set, failed: list, classes: list,
                    root: str) -> list[str]:
+    """``present``: the (origin, class) pairs that have usable files."""
     warnings = []
     if failed:
         reasons = Counter(reason for _, reason in failed)
@@ -224,8 +244,7 @@ def _scan_warnings(listing: dict, usable: list, failed: list, classes: list,
         warnings.append(f"ignored {len(empty)} class folder(s) without readable images: "
                         f"{_listing(empty)}")
     for split, folder in (listing["layout"] or {}).items():
-        present = {name for origin, name, _ in usable if origin == split}
-        missing = [c for c in classes if c not in present]
+        missing = [c for c in classes if (split, c) not in present]
         if missing:
             warnings.append(f"{folder}/ has no images of {len(missing)} class(es): "
                             f"{_listing(missing)}")
