@@ -374,16 +374,21 @@ def test_folder_class_named_train_is_not_a_split_layout(tmp_path):
     assert ds.classes == ["bus", "car", "train"]
 
 
-def test_folder_uncached_file_broken_after_scan_names_it(tmp_path):
+def test_folder_uncached_file_broken_after_scan_is_replaced_or_named_when_strict(tmp_path):
     path = make_folder(tmp_path / "data", {"a": 4, "b": 4})
-    ds = zoo_datasets.folder_dataset(DataSpec(path=path, cache_images=False, val_split=0,
-                                              test_split=0), "train", None, 0)
-    assert ds[0][0].shape == (3, 10, 12)
+    spec = dict(path=path, cache_images=False, val_split=0, test_split=0)
+    ds = zoo_datasets.folder_dataset(DataSpec(**spec), "train", None, 0)
+    strict = zoo_datasets.folder_dataset(DataSpec(**spec, strict_scan=True), "train", None, 0)
+    assert ds[0][0].shape == (3, 10, 12) and ds.unreadable_files() == []
     victim = os.path.join(path, ds.sample_ids[0])
     with open(victim, "wb") as f:
         f.write(b"now garbage")
+    # lazy verification: the next readable image of the same class stands in, flagged
+    image, label = ds[0]
+    assert label == ds.targets[0] and torch.equal(image, ds[1][0])
+    assert ds.unreadable_files() == [ds.sample_ids[0]] == ["a/000.png"]
     with pytest.raises(DataError, match="cannot read .*000.png"):
-        ds[0]
+        strict[0]
 
 
 def test_folder_rescans_when_files_change(tmp_path):

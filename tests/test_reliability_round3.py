@@ -122,7 +122,7 @@ def test_links_leaving_the_data_root_are_skipped_and_counted(tmp_path):
     assert index.classes == ["a", "b"]
     assert sorted(index.files) == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
     [warning] = [w for w in index.warnings if "outside the data folder" in w]
-    assert warning.startswith("skipped 3 link(s)") and "follow_links=true" in warning
+    assert warning.startswith("skipped 3 symlink(s)") and "follow_links=true" in warning
     followed = scan(str(data), False, follow_links=True)    # the user opted in
     assert followed.classes == ["a", "b", "c"] and len(followed.files) == 6 + 4 + 4 + 1
     assert not any("outside the data folder" in w for w in followed.warnings)

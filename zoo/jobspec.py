@@ -42,6 +42,8 @@ class DataSpec:
     max_per_class: int | None = None   # few-shot: keep at most this many train images/class
     num_workers: int | None = None     # null: chosen from the machine
     cache_images: bool | None = None   # decoded-image cache; null: on for small folders
+    strict_scan: bool = False          # folders: read every file before training; an
+                                       # undecodable one is an error, not skipped
     params: dict = field(default_factory=dict)  # dataset-specific options
 
 

@@ -1,5 +1,6 @@
-"""Built-in datasets: ``demo``, ``folder``, ``imagefolder``, ``unlabeled``, ``digits``,
-``photos``, ``csv:PATH``, ``hf:NAME``, ``torchvision:NAME``, ``shift:NAME``.
+"""Built-in datasets: ``demo``, ``folder``, ``imagefolder``, ``unlabeled``, ``webdataset``,
+``hf-stream``, ``digits``, ``photos``, ``csv:PATH``, ``hf:NAME``, ``torchvision:NAME``,
+``shift:NAME``.
 
 Every factory has the signature ``factory(spec, split, transform, seed)`` and returns a
 :class:`zoo_datasets.base.ImageDataset`: items are ``(transform(uint8 (3, H, W)), label)``,
@@ -87,6 +88,20 @@ def shift_dataset(spec, split, transform=None, seed=0):
     return build(spec, check_split(split), transform, seed)
 
 
+def webdataset_dataset(spec, split, transform=None, seed=0):
+    """WebDataset tar shards at ``spec.path`` (written by ``zoo data shard``), streamed."""
+    from .stream import build  # lazy: torch and webdataset load on first use
+
+    return build(spec, check_split(split), transform, seed)
+
+
+def hf_stream_dataset(spec, split, transform=None, seed=0):
+    """A Hugging Face ``datasets`` dataset (hub name or local folder), streamed."""
+    from .hf_stream import build  # lazy: torch and datasets load on first use
+
+    return build(spec, check_split(split), transform, seed)
+
+
 def unlabeled_dataset(spec, split, transform=None, seed=0):
     """Every image under ``spec.path``, labels unused (a UDA job's ``target_data``)."""
     from .unlabeled import build  # lazy: the implementation loads on first use (imports torch)
@@ -112,6 +127,12 @@ def register_datasets(register):
                          ", parquet, Hub cache); needs pip install 'zoo[hf]'")
     register("unlabeled", unlabeled_dataset, serves_unlabeled_paths=True,  # target_data PATH
              description="every image under data.path, labels unused (target_data of a UDA job)")
+    register("webdataset", webdataset_dataset,
+             description="WebDataset tar shards at data.path (zoo data shard), streamed: "
+                         "shuffle buffer, sharded over ranks and workers, exact resume")
+    register("hf-stream", hf_stream_dataset,
+             description="a Hugging Face datasets dataset (data.path: hub name or folder) in "
+                         "streaming mode: shuffle buffer, split over ranks/workers, exact resume")
     register("digits", digits_dataset, job_defaults={"data": {"image_size": 32}},
              description="scikit-learn handwritten digits: 10 classes, 8x8 upscaled to 32x32")
     register("torchvision", torchvision_dataset, prefix=True,

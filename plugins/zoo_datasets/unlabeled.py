@@ -15,8 +15,8 @@ import os
 
 from zoo.errors import DataError
 
-from .folder import (FolderDataset, FolderIndex, _check, _check_path, _layout, _listing, _walk,
-                     signature)
+from .folder import FolderDataset, FolderIndex, _check, _check_path, _layout, _listing, signature
+from .folder_walk import _walk
 from .memo import memo
 
 CLASSES = ["unlabeled"]  # one pseudo-class: the labels of these images are never read

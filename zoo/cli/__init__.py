@@ -50,7 +50,7 @@ def _register_builtin_commands() -> None:
     for module in (catalog_cmds, run_cmd):
         module.register(cli)
     for name in ("weights_cmds", "runs_cmds", "compare_cmd", "rank_cmds", "shift_cmd",
-                 "lr_find_cmd", "soup_cmd", "adapt_cmd", "plugin_cmds"):
+                 "lr_find_cmd", "soup_cmd", "adapt_cmd", "plugin_cmds", "data_cmds"):
         try:
             module = __import__(f"zoo.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

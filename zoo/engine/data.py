@@ -20,11 +20,18 @@ class DataBundle:
 
     def with_transforms(self, transforms: dict) -> "DataBundle":
         """The same splits seen through ``transforms`` (split → callable); no reloading."""
-        views = {s: (Transformed(getattr(self, s), transforms[s])
+        views = {s: (_view(getattr(self, s), transforms[s])
                      if transforms.get(s) is not None else getattr(self, s))
                  for s in ("train", "val", "test")}
         return DataBundle(views["train"], views["val"], views["test"], self.classes,
                           self.warnings)
+
+
+def _view(dataset, transform):
+    """A split seen through ``transform``: a stream applies it itself, per sample."""
+    if getattr(dataset, "streaming", False):
+        return dataset.with_transform(transform)
+    return Transformed(dataset, transform)
 
 
 class Transformed:
@@ -182,6 +189,10 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
     from zoo.engine import distributed  # lazy: imports torch
 
     workers = default_workers(dataset, device_type) if workers is None else workers
+    if getattr(dataset, "streaming", False):  # an IterableDataset orders itself
+        from zoo.engine.streams import stream_loader  # lazy: imports torch
+
+        return stream_loader(dataset, batch_size, shuffle, workers, device_type, notes)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     # under torchrun: this rank's shard, shuffled by the same generator (zoo.engine.distributed)
     sampler = distributed.sampler(dataset, shuffle, gen)
@@ -200,3 +211,30 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device_type == "cuda", drop_last=drop_last,
                       worker_init_fn=distributed.worker_init if sharded and workers else None)
+
+
+def note_unreadable(bundle: DataBundle, warnings: list) -> dict | None:
+    """Files a dataset found undecodable while the run loaded them (lazy verification, e.g.
+    the folder dataset's), combined over every rank: ``{"count", "files"}`` for
+    summary.json, plus one warning line; None when there were none.  Under torchrun every
+    rank must call it (a collective)."""
+    from zoo.engine import distributed  # lazy: imports torch
+
+    found_names: dict[str, None] = {}  # ordered, no repeats
+    for split in ("train", "val", "test"):
+        dataset = getattr(bundle, split)
+        flags = getattr(dataset, "unreadable_flags", None)
+        flags = flags() if callable(flags) else None
+        if flags is not None and distributed.world_size() > 1:
+            distributed.all_reduce_max_(flags)  # each rank flagged what its shard met
+        found = getattr(dataset, "unreadable_files", None)
+        if callable(found):
+            found_names.update(dict.fromkeys(found()))
+    names = list(found_names)
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    warnings.append(f"skipped {len(names)} file(s) that failed to decode during the run, "
+                    f"each replaced by another image of its split: {shown} (all named in "
+                    "summary.json 'unreadable'; data.strict_scan=true makes this an error)")
+    return {"count": len(names), "files": names[:1000]}

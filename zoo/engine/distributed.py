@@ -223,6 +223,15 @@ def broadcast_object(obj):
     return box[0]
 
 
+def all_reduce_max_(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (a CPU tensor, e.g. a dataset's unreadable-file flags) maxed over ranks, in place."""
+    if active():
+        moved = x.to(_comm_device())
+        dist.all_reduce(moved, op=dist.ReduceOp.MAX)
+        x.copy_(moved.to(x.device))
+    return x
+
+
 @torch.no_grad()
 def sync_buffers(module: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank.

@@ -379,3 +379,5 @@ def _seed_epoch(loader, seed: int, epoch: int) -> None:
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    if getattr(loader.dataset, "streaming", False):  # a stream orders itself by the epoch
+        loader.dataset.set_epoch(epoch)

@@ -30,7 +30,7 @@ from zoo.engine.context import RunContext
 from zoo.engine import guard, isolation
 from zoo.engine.blame import notify, plugin_error
 from zoo.engine import threads
-from zoo.engine.data import check_run_splits, make_loader
+from zoo.engine.data import check_run_splits, make_loader, note_unreadable
 from zoo.engine.features import FeatureCache
 from zoo.engine.loop import evaluate, fit
 from zoo.engine.phases import data_streams, phase_records
@@ -335,6 +335,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     test_raw, _ = evaluate(forward, test_loader, test_metrics, device, job.train.precision,
                            job.train.channels_last, collect=True)
     test = {k: v for k, v in test_raw.items() if isinstance(v, float)}  # same on every rank
+    unreadable = note_unreadable(bundle, warnings)  # every rank: a collective under torchrun
     if not main:  # rank 0 writes the outputs
         return dict(summary, status="completed", test=test)
 
@@ -356,6 +357,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
         "phases": phase_records(plan, history),
         "model_changes": plan_dict["model_changes"],
         "test": test, **ema_summary(state),  # train.ema: which weights were kept
+        **({"unreadable": unreadable} if unreadable else {}),
     })
     save_model(run_dir / "model.safetensors", model, built, job, bundle.classes)
     with guard.signals_deferred():
