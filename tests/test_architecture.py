@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    ("base", ["zoo.errors", "zoo.faults", "zoo.io"]),
+    ("base", ["zoo.errors", "zoo.settings", "zoo.faults", "zoo.io"]),
     ("contract", ["zoo.hookspecs", "zoo.plugins", "zoo.registry", "zoo.jobspec",
                   "zoo.backbones", "zoo.strategy", "zoo.selection", "zoo.catalog",
-                  "zoo.modelcache", "zoo.defaults", "zoo"]),
+                  "zoo.modelcache", "zoo"]),
     ("weights", ["zoo.weights"]),
     ("engine", ["zoo.engine"]),
     ("runs", ["zoo.runs"]),

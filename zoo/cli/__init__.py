@@ -6,12 +6,11 @@ JSON on stdout.  Importing this module imports no torch, so ``zoo --help`` stays
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from zoo.api import get_catalog
+from zoo.api import check_environment, get_catalog, setting_flag
 from zoo.cli import output, quick_exit
 from zoo.cli.output import fail
 from zoo.errors import ZooError, one_line
@@ -82,7 +81,12 @@ def entry() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    output.DEBUG = DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
+    try:  # a malformed variable (ZOO_FAULT included) is a one-line error, exit 2
+        check_environment()
+        debug_env = setting_flag("ZOO_DEBUG")
+    except ZooError as exc:
+        fail(str(exc))
+    output.DEBUG = DEBUG = "--debug" in args or debug_env
     if "--debug" in args:  # accepted before or after the subcommand
         args = [a for a in args if a != "--debug"]
     try:

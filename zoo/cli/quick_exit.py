@@ -29,8 +29,17 @@ def exit_code(code) -> int:
     return 1
 
 
+def _normal_exit_asked() -> bool:
+    from zoo.api import setting_flag  # lazy: zoo.api is loaded by then; keeps this module bare
+
+    try:
+        return setting_flag("ZOO_NORMAL_EXIT")
+    except Exception:  # noqa: BLE001 - at exit a malformed value means "not asked"
+        return False
+
+
 def can_exit_now() -> bool:
-    if os.environ.get("ZOO_NORMAL_EXIT") == "1" or "LOCAL_RANK" in os.environ:
+    if _normal_exit_asked() or "LOCAL_RANK" in os.environ:
         return False
     main = threading.main_thread()
     return not any(t is not main and t.is_alive() and not t.daemon

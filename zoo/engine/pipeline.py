@@ -17,16 +17,18 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+if TYPE_CHECKING:  # annotations only: the engine is given both, never builds them
+    from zoo.catalog import Catalog
+    from zoo.jobspec import JobSpec
 from zoo.backbones import count_params
-from zoo.catalog import Catalog
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed
 from zoo.engine.build import build_metrics, make_plan
-from zoo.engine.context import RunContext
+from zoo.run_context import RunContext
 from zoo.engine import guard
 from zoo.engine.blame import notify, plugin_error
 from zoo.engine import threads
@@ -43,17 +45,17 @@ from zoo.errors import CheckpointError, ZooError, one_line, state_dict_error
 from zoo.strategy import apply_model_changes, finalize_model_changes
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
-from zoo.layering import complete_job
 
 __all__ = ["RunContext", "run", "plan_job", "pick_device"]
 
 
-def plan_job(job, catalog: Catalog | None = None) -> dict:
-    """The strategy plan of ``job`` as a dict (phases, groups, LRs), without training."""
+def plan_job(job: JobSpec, catalog: Catalog) -> dict:
+    """The strategy plan of ``job`` as a dict (phases, groups, LRs), without training.
+
+    ``job`` is complete and ``catalog`` given (:func:`zoo.api.prepare_job`): the engine
+    builds neither."""
     cpu_start = threads.sample_cpu()  # other processes' load, measured until the plan
-    catalog = catalog or Catalog()
     catalog.registry.check_requires()
-    job = complete_job(job, catalog)  # unset component names → the plugins' defaults
     torch.manual_seed(job.seed)
     prep = prepare(catalog, job)
     tp = threads.plan_for_run(prep.bundle.train, pick_device(job.device).type,
@@ -74,19 +76,20 @@ def plan_job(job, catalog: Catalog | None = None) -> dict:
     return out
 
 
-def run(job, catalog: Catalog | None = None, *, quiet: bool = False, console=None,
-        resume: str | None = None, on_plan: Callable | None = None) -> dict:
+def run(job: JobSpec, catalog: Catalog, *, quiet: bool = False, console=None,
+        resume: str | None = None, on_plan: Callable | None = None,
+        lr_find: dict | None = None) -> dict:
     """Execute ``job``; return ``summary.json``'s content.
 
+    ``job`` is complete and ``catalog`` given (:func:`zoo.api.prepare_job`): the engine
+    builds neither.  ``lr_find`` (``--lr auto``'s sweep) goes in the summary as ``lr_find``.
     Launched by torchrun, every rank calls this inside one process group; rank 0 alone
     writes the run folder, logs and draws progress bars (docs/distributed.md).
     """
     cpu_start = threads.sample_cpu()  # other processes' load, measured until the plan
-    catalog = catalog or Catalog()
-    job = complete_job(job, catalog)  # unset component names → the plugins' defaults
     with distributed.session(pick_device(job.device)) as device:
         return _run(job, catalog, device, quiet=quiet, console=console,
-                    resume=resume, on_plan=on_plan, cpu_start=cpu_start)
+                    resume=resume, on_plan=on_plan, cpu_start=cpu_start, lr_find=lr_find)
 
 
 def _strategy_extra(prep: Prepared, device, catalog: Catalog | None = None) -> dict:
@@ -116,7 +119,7 @@ def _logger(quiet: bool, main: bool, console) -> Callable:
 
 
 def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | None,
-         on_plan: Callable | None, cpu_start=None) -> dict:
+         on_plan: Callable | None, cpu_start=None, lr_find: dict | None = None) -> dict:
     """:func:`_steps` with the guarantees of every phase (docs/reliability.md): SIGINT,
     SIGTERM and SIGHUP anywhere leave ``status: interrupted`` and the resume hint (exit
     130/143); any failure leaves ``status: failed`` with its error; a plugin's bug is one
@@ -126,7 +129,7 @@ def _run(job, catalog: Catalog, device, *, quiet: bool, console, resume: str | N
     previous = guard.install_signal_handlers()
     try:
         return _steps(job, catalog, device, rec, quiet=quiet, console=console, resume=resume,
-                      on_plan=on_plan, cpu_start=cpu_start)
+                      on_plan=on_plan, cpu_start=cpu_start, lr_find=lr_find)
     except (KeyboardInterrupt, guard.Terminated) as exc:
         raise rec.interrupted(exc, lambda s: _run_end(catalog, rec, s)) from None
     except ZooError as exc:
@@ -153,7 +156,7 @@ def _run_end(catalog: Catalog, rec, summary: dict) -> None:
 
 
 def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: str | None,
-           on_plan: Callable | None, cpu_start=None) -> dict:
+           on_plan: Callable | None, cpu_start=None, lr_find: dict | None = None) -> dict:
     catalog.registry.check_requires()
     main = rec.main  # rank 0 (or the only process) writes, logs, shows progress
     log = _logger(quiet, main, console)
@@ -275,7 +278,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                      "epochs": plan.epochs, "seed": job.seed, "device": str(device),
                      "world_size": distributed.world_size(),
                      "versions": versions(catalog), "warnings": warnings,
-                     "loader": loader_settings, "threads": tp.to_dict()}
+                     "loader": loader_settings, "threads": tp.to_dict(),
+                     **({"lr_find": lr_find} if lr_find is not None else {})}
     rec.summary, rec.started = summary, started
     history = list(state.history) if state else []
 

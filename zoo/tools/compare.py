@@ -33,9 +33,9 @@ from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.errors import ConfigError, RunInterrupted, ZooError
 from zoo.jobspec import deep_merge
-from zoo.layering import complete_job, load_job
+from zoo.layering import load_job
 from zoo.tools.compare_report import leaderboard_csv, plot_compare
-from zoo.tools.lr_find import record_in_summary, resolve_auto_lr
+from zoo.tools.lr_find import resolve_auto_lr
 
 SCHEMA = 1
 
@@ -78,7 +78,7 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     # one job with the common settings: base seed, output folder, the ranking metric
     common = [s for s in (sets or []) if ":" not in s.partition("=")[0]]
     base = load_job(model, config=config, preset=preset, flags=flags, sets=common,
-                    registry=catalog.registry)
+                    registry=catalog.registry, catalog=catalog)
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {seeds}")
@@ -92,7 +92,7 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     check_strategies(catalog, strategies, lambda strategy: load_job(
         model, config=config, preset=preset,
         flags=deep_merge(flags, {"strategy": {"name": strategy}}),
-        sets=per_strategy_sets[strategy], registry=catalog.registry))
+        sets=per_strategy_sets[strategy], registry=catalog.registry, catalog=catalog))
     out_dir = Path(out or base.out)
     name = name or base.name
     arch = base.model.split(":")[-1]
@@ -162,10 +162,10 @@ def _warm_up(model, strategy, flags, sets, config, preset, catalog, load_job, de
     try:
         job = load_job(model, config=config, preset=preset,
                        flags=deep_merge(flags, {"strategy": {"name": strategy}}), sets=sets,
-                       registry=catalog.registry)
+                       registry=catalog.registry, catalog=catalog)
         if job.strategy.name == "auto":  # its plan runs trials: plan a fine-tune instead
             job = load_job(model, config=config, preset=preset, flags=flags,
-                           registry=catalog.registry)
+                           registry=catalog.registry, catalog=catalog)
         plan_job(job, catalog)
     except Exception:  # the run itself will record the problem in its row
         pass
@@ -185,20 +185,18 @@ def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalo
         job = load_job(model, config=config, preset=preset,
                        flags=deep_merge(flags, {"strategy": {"name": strategy}, "seed": seed,
                                                 "out": str(cmp_dir), "name": run_name}),
-                       sets=sets, registry=catalog.registry)
+                       sets=sets, registry=catalog.registry, catalog=catalog)
         found = None
         if job.train.lr == "auto":  # --lr auto: this strategy's LR range test, once
             if strategy not in (lr_found if lr_found is not None else {}):
-                resolved, rec = resolve_auto_lr(complete_job(job, catalog), catalog, log)
+                resolved, rec = resolve_auto_lr(job, catalog, log)
                 if lr_found is not None:
                     lr_found[strategy] = (resolved, rec)
             else:
                 resolved, rec = lr_found[strategy]
             job = dataclasses.replace(job, train=resolved.train, strategy=resolved.strategy)
             found = row["lr_find"] = rec
-        summary = run(job, catalog, quiet=True, on_plan=plan_seen.update)
-        if found is not None:
-            record_in_summary(summary, found)
+        summary = run(job, catalog, quiet=True, on_plan=plan_seen.update, lr_find=found)
     except RunInterrupted:
         raise  # Ctrl-C / SIGTERM stops the whole comparison, not just this run
     except ZooError as exc:

@@ -90,7 +90,7 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
         catalog.resolve_model(name)
     flags = dict(flags or {})
     base = load_job(candidates[0][0], config=config, preset=preset, flags=flags,
-                    sets=list(sets or []), registry=catalog.registry)
+                    sets=list(sets or []), registry=catalog.registry, catalog=catalog)
     folder = rundir.new_run_dir(base.out, base.name or
                                 f"rank-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}",
                                 "rank", "rank")
@@ -153,7 +153,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         from zoo.jobspec import deep_merge  # lazy: optional dependency (zoo)
 
         job = load_job(name, config=config, preset=preset, flags=deep_merge(flags, over),
-                       sets=list(sets or []), registry=catalog.registry)
+                       sets=list(sets or []), registry=catalog.registry, catalog=catalog)
         ref = catalog.resolve_model(job.model)
         row["model"] = ref.full
         warnings: list[str] = []
@@ -258,7 +258,7 @@ def _validate(result, n, strategy, base, flags, sets, config, preset, catalog, f
         try:
             job = load_job(r["model"], config=config, preset=preset,
                            flags=deep_merge(flags, over), sets=list(sets or []),
-                           registry=catalog.registry)
+                           registry=catalog.registry, catalog=catalog)
             summary = run(job, catalog, quiet=True)
             r["validation"] = {"strategy": strategy, "run_dir": summary["run_dir"],
                                "accuracy": summary["test"].get("accuracy"),

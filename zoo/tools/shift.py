@@ -259,7 +259,7 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     catalog = catalog or get_catalog()
     job = load_job(model, config=config, preset=preset,
                    flags=deep_merge(dict(flags or {}), {"data": dict(source)}),
-                   sets=list(sets or []), registry=catalog.registry)
+                   sets=list(sets or []), registry=catalog.registry, catalog=catalog)
     target_spec = DataSpec(**{**{k: v for k, v in vars(job.data).items()
                                  if k not in ("name", "path", "params")},
                               "name": target["name"], "path": target.get("path"),

@@ -4,17 +4,17 @@ the :class:`ResolvedWeights` record that every source of weights returns.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from pickle import UnpicklingError
 
+from zoo import settings
 from zoo.errors import CheckpointError, WeightsError
 
 
 def zoo_home() -> Path:
-    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+    return settings.zoo_home()
 
 
 def sha256_file(path: str | Path) -> str:
