@@ -201,7 +201,7 @@ class WrongPlanPlugin:
     @hookimpl
     def register_strategies(self, register):
         class Wrong:
-            def plan(self, model, groups, job):
+            def plan(self, model, groups, job, ctx=None):
                 return {"phases": []}
 
         register("wrong-plan", Wrong())

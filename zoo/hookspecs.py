@@ -77,9 +77,10 @@ def register_strategies(register: Register) -> None:
     """Register transfer strategies.
 
     :param register: ``register(name, strategy, description="")`` where ``strategy`` has
-        ``plan(model, groups, job) -> zoo.strategy.StrategyPlan`` (``model`` a
+        ``plan(model, groups, job, ctx) -> zoo.plan.StrategyPlan`` (``model`` a
         :class:`zoo.backbones.TransferModel`, ``groups`` its :class:`zoo.backbones.LayerGroup`
-        list, input side first, ``"head"`` last) and optionally ``defaults``, a dict of its
+        list, input side first, ``"head"`` last; ``ctx`` the frozen
+        :class:`zoo.plan.PlanContext`) and optionally ``defaults``, a dict of its
         parameters (``strategy.params``) with their default values.
     """
 

@@ -51,6 +51,12 @@ class Candidate:
     def label(self) -> str:
         return self.strategy if self.lr is None else f"{self.strategy} @ {self.lr:.2g}"
 
+    def as_dict(self) -> dict:
+        """A trial's record for ``summary.json`` (``auto.trials``): scores by rung."""
+        return {"strategy": self.strategy, "lr": self.lr, "lr_from": self.lr_from,
+                "cost": self.cost, "trains_on": self.trains_on,
+                "scores": {str(r): list(s) for r, s in self.scores.items()}}
+
 
 @dataclasses.dataclass
 class TrialResult:
@@ -102,8 +108,9 @@ def trial_job(job, epochs: int):
 class Trials:
     """Runs candidates on copies of ``model``; ``data`` maps "target"/"source" to bundles."""
 
-    def __init__(self, model, groups, job, data: dict, device, streams: dict):
+    def __init__(self, model, groups, job, data: dict, device, streams: dict, ctx=None):
         self.model, self.groups, self.job, self.data = model, groups, job, data
+        self.ctx = ctx  # the run's PlanContext: candidates plan with it
         self.device = device or torch.device("cpu")
         self.streams = streams            # stream name -> dataset (target_unlabeled, source)
         self.workers = job.data.num_workers
@@ -161,7 +168,7 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model).to(self.device)
             groups = copy.deepcopy(self.groups)
-            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
             cache = self.cache(cand.trains_on)
             backbone_changed = any(c.touches_backbone for c in plan.model_changes)
             frozen_so_far = {id(p): all(q.backbone_frozen() and q.steps == "gradient"
@@ -208,6 +215,6 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model)
             groups = copy.deepcopy(self.groups)
-            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
             train = plain_view(b.train, b.val) if cand.cost == "cheap" else b.train
             return range_test(model, groups, plan, train, job, self.device, steps=steps)

@@ -55,7 +55,7 @@ class _Selective(Strategy):
     def auto(self):
         return _auto_partial()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
         p = self.params(job)
@@ -96,7 +96,7 @@ class LoRA(Strategy):
     def auto(self):
         return _auto_partial()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
         from .peft_targets import PeftAdapters, choose_targets  # lazy: torch (peft on apply)

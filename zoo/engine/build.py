@@ -8,7 +8,8 @@ from typing import Any
 
 from zoo.backbones import TransferModel, build_layer_groups
 from zoo.errors import ConfigError, ZooError
-from zoo.strategy import StrategyPlan, validate_plan
+from zoo.plan import PlanContext, StrategyPlan, validate_plan
+from zoo.strategy_base import call_plan
 from zoo.weights.resolve import resolve_and_load
 
 
@@ -39,12 +40,11 @@ def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     return BuiltModel(model, ref, weights, groups, int(size))
 
 
-def make_plan(catalog, job, built: BuiltModel, extra: dict | None = None):
+def make_plan(catalog, job, built: BuiltModel, ctx: PlanContext | None = None):
+    """The job's strategy's plan for ``built``, given the run's :class:`PlanContext`."""
     comp = catalog.get("strategies", job.strategy.name)
-    strategy = comp.obj
-    if hasattr(strategy, "prepare"):  # every time: no state left from an earlier run
-        strategy.prepare(**(extra or {}))
-    plan = strategy.plan(built.model, built.groups, job)
+    plan = call_plan(comp.obj, built.model, built.groups, job,
+                     ctx if ctx is not None else PlanContext(catalog=catalog), comp.plugin)
     if not isinstance(plan, StrategyPlan):
         raise ZooError(f"strategy '{job.strategy.name}' (plugin {comp.plugin}) returned "
                        f"{type(plan).__name__}, not a zoo.strategy.StrategyPlan")

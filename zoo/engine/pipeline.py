@@ -42,6 +42,7 @@ from zoo.engine.outputs import save_model, versions
 from zoo.engine.prepare import Prepared, prepare
 from zoo.engine.runtime import Runtime, compile_backbone, pick_device
 from zoo.errors import CheckpointError, ZooError, one_line, state_dict_error
+from zoo.plan import PlanContext
 from zoo.strategy import apply_model_changes, finalize_model_changes
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
@@ -62,7 +63,7 @@ def plan_job(job: JobSpec, catalog: Catalog) -> dict:
                               job.data.num_workers, since=cpu_start)
     previous = threads.apply(tp)  # auto's trials train while planning
     try:
-        plan = make_plan(catalog, job, prep.built, _strategy_extra(prep, torch.device("cpu"),
+        plan = make_plan(catalog, job, prep.built, plan_context(prep, torch.device("cpu"),
                                                                     catalog))
     finally:
         torch.set_num_threads(previous)
@@ -92,15 +93,11 @@ def run(job: JobSpec, catalog: Catalog, *, quiet: bool = False, console=None,
                     resume=resume, on_plan=on_plan, cpu_start=cpu_start, lr_find=lr_find)
 
 
-def _strategy_extra(prep: Prepared, device, catalog: Catalog | None = None) -> dict:
-    """What strategies with ``prepare(**extra)`` get (auto: the splits and the catalog, whose
+def plan_context(prep: Prepared, device, catalog: Catalog) -> PlanContext:
+    """What a strategy's plan may read of this run (auto: the splits and the catalog, whose
     strategies are its candidates; joint: the source)."""
-    extra = {"bundle": prep.bundle, "device": device, "catalog": catalog}
-    if prep.source is not None:
-        extra["source_data"] = prep.source
-    if prep.target is not None:
-        extra["target_data"] = prep.target
-    return extra
+    return PlanContext(data=prep.bundle, device=device, catalog=catalog, source=prep.source,
+                       target=prep.target)
 
 
 def _loss_terms(plan) -> list:
@@ -194,7 +191,7 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
     rec.restore_threads = threads.apply(tp)
     workers = tp.workers
     rec.stage = "planning the strategy"
-    plan = make_plan(catalog, job, built, _strategy_extra(prep, device, catalog))
+    plan = make_plan(catalog, job, built, plan_context(prep, device, catalog))
     # the plan's model changes (adapters), before the device move and a resume's checkpoint
     apply_model_changes(plan, model, built.groups)
     plan_dict = plan.to_dict(built.groups, model, job.train.lr, job.train.weight_decay)
@@ -279,7 +276,8 @@ def _steps(job, catalog: Catalog, device, rec, *, quiet: bool, console, resume: 
                      "world_size": distributed.world_size(),
                      "versions": versions(catalog), "warnings": warnings,
                      "loader": loader_settings, "threads": tp.to_dict(),
-                     **({"lr_find": lr_find} if lr_find is not None else {})}
+                     **({"lr_find": lr_find} if lr_find is not None else {}),
+                     **({"auto": plan.choice.to_dict()} if plan.choice is not None else {})}
     rec.summary, rec.started = summary, started
     history = list(state.history) if state else []
 

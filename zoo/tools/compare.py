@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import re
 import statistics
 import time
 from datetime import datetime, timezone
@@ -217,16 +216,16 @@ def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalo
         splits = cmp_dir / run_name / "splits.json"
         if splits.is_file():
             row["splits_sha256"] = hashlib.sha256(splits.read_bytes()).hexdigest()
+        # what auto chose: the run folder's summary says it ("auto": {"chosen", "lr", ...})
+        choice = (rundir.read_summary(cmp_dir / run_name) or {}).get("auto")
+        if isinstance(choice, dict) and choice.get("chosen"):
+            row["chosen"] = choice["chosen"]
     if plan_seen:
         phases = plan_seen.get("phases", [])
         row["phases"] = [{"name": p["name"], "epochs": p["epochs"],
                           "trainable_params": p["trainable_params"]} for p in phases]
         row["trainable_params"] = max((p["trainable_params"] for p in phases), default=None)
         row["notes"] = list(plan_seen.get("notes", []))
-        for note in row["notes"]:
-            m = re.match(r"auto chose '([^']+)'", note)
-            if m:
-                row["chosen"] = m.group(1)
     return row
 
 

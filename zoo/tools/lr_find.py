@@ -34,6 +34,7 @@ from zoo.catalog import get_catalog
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.jobspec import TrainSpec
+from zoo.plan import PlanContext
 from zoo.layering import load_job
 
 SCHEMA = 1
@@ -61,8 +62,9 @@ def _sweep(catalog, job, warnings: list, **sweep) -> tuple[dict, object]:
     prep = prepare(catalog, job, warnings)
     built = prep.built
     device = pick_device(job.device)
-    plan = make_plan(catalog, job, built, {"bundle": prep.bundle, "device": device,
-                                           "source_data": prep.source, "catalog": catalog})
+    plan = make_plan(catalog, job, built, PlanContext(data=prep.bundle, device=device,
+                                                      catalog=catalog, source=prep.source,
+                                                      target=prep.target))
     streams = any(p.streams for p in plan.phases)
     bundle = prep.source if streams and prep.source is not None else prep.bundle
     result = range_test(built.model, built.groups, plan, bundle.train, job, device, **sweep)

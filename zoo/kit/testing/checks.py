@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from zoo.errors import ConfigError
+from zoo.plan import PlanContext
+from zoo.strategy_base import call_plan
 from zoo.kit.testing.components import HEAVY_MODULES, _fail, tiny_job, tiny_transfer_model
 
 
@@ -214,12 +216,24 @@ def _check_model_changes(sname: str, plan, model, groups) -> None:
                   f"missing parameters ({lost[0]})")
 
 
+def plan_shape(plan) -> list:
+    """What a plan decides, comparable between two plans (notes and objects left out)."""
+    return [plan.strategy, plan.train_on, [c.describe() for c in plan.model_changes],
+            [(p.name, p.epochs, p.bn, p.lr, p.steps, tuple(p.streams),
+              {g: (s.trainable, s.lr_mult) for g, s in p.groups.items()},
+              [t.name for t in p.loss_terms],
+              [{k: v for k, v in s.to_dict().items() if k != "where"} for s in p.select])
+             for p in plan.phases]]
+
+
 def check_strategy(strategy, params: dict | None = None, *, job=None, model=None,
-                   groups=None, steps: int = 2, name: str | None = None):
-    """Check a strategy object; return its :class:`zoo.strategy.StrategyPlan`.
+                   groups=None, steps: int = 2, name: str | None = None, ctx=None):
+    """Check a strategy object; return its :class:`zoo.plan.StrategyPlan`.
 
     Plans on a tiny model (or ``model``/``groups``) with a job whose ``strategy.params`` are
-    ``params``; the plan must be a well-formed StrategyPlan (:func:`zoo.strategy.validate_plan`).
+    ``params`` and the plan context ``ctx`` (:class:`zoo.plan.PlanContext`; default: an
+    empty one); the plan must be a well-formed StrategyPlan (:func:`zoo.plan.validate_plan`),
+    and planning again must give the same plan (strategies are stateless).
     Then every phase runs ``steps`` SGD steps the way zoo's loop does (``apply_phase``,
     ``set_train_mode``, loss terms added): frozen parameters and the BatchNorm statistics the
     phase keeps fixed must not change, and something trainable must.
@@ -232,7 +246,7 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
 
     sname = name or getattr(strategy, "name", None) or type(strategy).__name__
     if not callable(getattr(strategy, "plan", None)):
-        _fail(f"strategy {sname!r} has no plan(model, groups, job) method")
+        _fail(f"strategy {sname!r} has no plan(model, groups, job, ctx) method")
     defaults = getattr(strategy, "defaults", {})
     if not isinstance(defaults, dict):
         _fail(f"strategy {sname!r}: defaults must be a dict of its parameters")
@@ -243,7 +257,8 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
     if job is None:
         job = tiny_job(strategy={"name": sname, "params": dict(params or {})},
                        train={"epochs": 2})
-    plan = strategy.plan(model, groups, job)
+    ctx = ctx if ctx is not None else PlanContext()
+    plan = call_plan(strategy, model, groups, job, ctx, sname)
     if not isinstance(plan, StrategyPlan):
         _fail(f"strategy {sname!r}: plan() returned {type(plan).__name__}, not a "
               "zoo.strategy.StrategyPlan — return StrategyPlan(name, [Phase(...)])")
@@ -253,6 +268,10 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
         _fail(f"strategy {sname!r}: the plan is not well-formed: {exc}")
     if plan.epochs < 1:
         _fail(f"strategy {sname!r}: the plan has {plan.epochs} epochs in all")
+    again = call_plan(strategy, model, groups, job, ctx, sname)
+    if not isinstance(again, StrategyPlan) or plan_shape(plan) != plan_shape(again):
+        _fail(f"strategy {sname!r}: planning twice gave two plans — a strategy must keep no "
+              "state between plans (read the run from plan(..., ctx))")
     _check_model_changes(sname, plan, model, groups)
     plan.to_dict(groups, model, job.train.lr)  # what `zoo run --plan` prints must work
     size = int(model.backbone.pretrained_cfg.input_size)
