@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from zoo.engine.data import make_loader
 from zoo.engine.features import FeatureCache
 from zoo.engine.loop import fit
+from zoo.engine.runtime import Runtime
 from zoo.engine.lr_range import range_test
 
 from .head_change import plan_with_changes
@@ -194,7 +195,8 @@ class Trials:
             for name, images in self.streams.items():
                 loaders[name] = make_loader(images, self._bs(images), True, self.job.seed + 1,
                                             self.workers, self.device.type)
-            state = fit(model, groups, plan, loaders, self.metrics, job, self.device,
+            state = fit(model, groups, plan, loaders, self.metrics, job,
+                        Runtime.for_job(job, self.device),
                         feature_loaders=feature_loaders, log=lambda *a, **k: None)
         rec = state.history[state.best_epoch - 1]["val"] if state.best_epoch else {}
         share = "" if fraction >= 1 else f" on {fraction:.0%} of train"

@@ -78,16 +78,7 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     common = [s for s in (sets or []) if ":" not in s.partition("=")[0]]
     base = load_job(model, config=config, preset=preset, flags=flags, sets=common,
                     registry=catalog.registry, catalog=catalog)
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-        seed_list = [base.seed + i for i in range(seeds)]
-    else:
-        seed_list = list(dict.fromkeys(int(s) for s in seeds))
-        if not seed_list:
-            raise ConfigError("compare needs at least one seed")
-    if any(not 0 <= s < 2**32 for s in seed_list):
-        raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
+    seed_list = seed_list_of(seeds, base.seed)
     check_strategies(catalog, strategies, lambda strategy: load_job(
         model, config=config, preset=preset,
         flags=deep_merge(flags, {"strategy": {"name": strategy}}),
@@ -135,6 +126,27 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     result["status"] = "completed"
     result["seconds"] = round(time.perf_counter() - started, 3)
     _finish(result, catalog, metric, mode, partial=False)
+    _write_finished(result, cmp_dir)
+    return result
+
+
+def seed_list_of(seeds: int | list[int], base_seed: int) -> list[int]:
+    """``--seeds``: a count (``base, base+1, ...``) or a list; each in ``0..2**32-1``."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+        seed_list = [base_seed + i for i in range(seeds)]
+    else:
+        seed_list = list(dict.fromkeys(int(s) for s in seeds))
+        if not seed_list:
+            raise ConfigError("compare needs at least one seed")
+    if any(not 0 <= s < 2**32 for s in seed_list):
+        raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
+    return seed_list
+
+
+def _write_finished(result: dict, cmp_dir: Path) -> None:
+    """compare.json, compare.csv and compare.png of a finished comparison."""
     atomic.write_json(cmp_dir / "compare.json", result)
     atomic.write_text(cmp_dir / "compare.csv", leaderboard_csv(result))
     try:
@@ -142,7 +154,6 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     except Exception as exc:  # a picture must never lose a finished comparison
         result.setdefault("warnings", []).append(f"could not draw compare.png: {exc}")
         atomic.write_json(cmp_dir / "compare.json", result)
-    return result
 
 
 def check_strategies(catalog, strategies: list[str], job_of: Callable) -> None:
