@@ -171,3 +171,20 @@ def test_docs_cli_lists_every_variable():
     assert settings.markdown_table() in (ROOT / "docs" / "cli.md").read_text()
     assert len(settings.VARIABLES) >= 15
     assert {"ZOO_HOME", "ZOO_FAULT", "ZOO_REGISTRY"} <= {v.name for v in settings.VARIABLES}
+
+
+def test_a_job_is_completed_once_at_the_api_boundary(monkeypatch):
+    """prepare_job completes a JobSpec with unset names; a job built from layers (the CLI's
+    load_job) is complete already and passes through untouched."""
+    import zoo.api
+    from zoo.kit.testing import make_catalog, tiny_job
+
+    catalog = make_catalog()
+    bare = tiny_job()
+    assert bare.strategy.name is None and bare.head.name is None  # names left unset
+    done, cat = zoo.api.prepare_job(bare, catalog=catalog)
+    assert cat is catalog and done.strategy.name and done.head.name
+    calls = []
+    monkeypatch.setattr(zoo.api, "complete_job", lambda *a: calls.append(a))
+    again, _ = zoo.api.prepare_job(done, catalog=catalog)
+    assert again is done and calls == []

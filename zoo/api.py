@@ -74,7 +74,14 @@ def prepare_job(job: JobSpec | None = None, *, catalog: Catalog | None = None,
     cat = catalog or get_catalog()
     if job is None:
         return load_job(catalog=cat, **kwargs), cat
-    return complete_job(job, cat), cat
+    return (job if _is_complete(job) else complete_job(job, cat)), cat
+
+
+def _is_complete(job: JobSpec) -> bool:
+    """Every component name set (a job :func:`load_job` built): nothing to complete."""
+    extra = [d for d in (job.source_data, job.target_data) if d is not None]
+    return bool(job.model and job.data.name and job.head.name and job.strategy.name
+                and job.metrics and job.monitor.metric and all(d.name for d in extra))
 
 
 def run(job: JobSpec | None = None, *, catalog: Catalog | None = None,
