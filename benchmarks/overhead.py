@@ -63,14 +63,15 @@ def zoo_train(model, loader, lr):
     from zoo.backbones import build_layer_groups
     from zoo.api import get_catalog
     from zoo.engine.loop import fit
+    from zoo.engine.runtime import Runtime
     from zoo.strategy import Phase, StrategyPlan, all_groups
 
     job = load_job(flags={"train": {"epochs": 1, "lr": lr, "scheduler": "constant"}})
     groups = build_layer_groups(model, get_catalog().provider("timm"))
     plan = StrategyPlan("finetune", [Phase("finetune", 1, all_groups(groups), bn="train")])
     start = time.perf_counter()
-    fit(model, groups, plan, {"train": loader, "val": None}, {}, job, torch.device("cpu"),
-        log=lambda *a: None)
+    fit(model, groups, plan, {"train": loader, "val": None}, {}, job,
+        Runtime.for_job(job, torch.device("cpu")), log=lambda *a: None)
     return time.perf_counter() - start
 
 

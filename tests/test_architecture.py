@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    ("base", ["zoo.errors", "zoo.faults", "zoo.io"]),
+    ("base", ["zoo.errors", "zoo.settings", "zoo.faults", "zoo.io"]),
     ("contract", ["zoo.hookspecs", "zoo.plugins", "zoo.registry", "zoo.jobspec",
                   "zoo.backbones", "zoo.strategy", "zoo.selection", "zoo.catalog",
-                  "zoo.modelcache", "zoo.defaults", "zoo"]),
+                  "zoo.modelcache", "zoo"]),
     ("weights", ["zoo.weights"]),
     ("engine", ["zoo.engine"]),
     ("runs", ["zoo.runs"]),
@@ -265,3 +265,32 @@ def test_cli_calls_only_the_api():
            for target, line, _ in edges
            if target != "zoo" and not target.startswith(allowed)]
     assert not bad, "the CLI reaches past zoo.api:\n" + "\n".join(bad)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(path: Path) -> list[str]:
+    """``file:line name (N lines)`` for each function of ``path`` over the limit (its
+    docstring and decorators' lines count: what a reader has to read)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = (node.end_lineno or node.lineno) - node.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                out.append(f"{path.name}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_in_zoo_is_over_80_lines():
+    """A run reads top to bottom in short steps: no function in zoo/ (the plugin kit's
+    contract checks included) is over 80 lines."""
+    long = [f for mod, path in MODULES.items() if mod == "zoo" or mod.startswith("zoo.")
+            for f in long_functions(path)]
+    assert not long, "functions over 80 lines (split them):\n" + "\n".join(long)
+
+
+def test_the_function_length_check_can_fail(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n" + "    x = 1\n" * 81 + "\n\ndef g():\n    return 1\n")
+    assert long_functions(src) == ["m.py:1 f (82 lines)"]

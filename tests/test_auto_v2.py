@@ -18,6 +18,7 @@ from zoo.strategy import AutoCandidate, Strategy
 from zoo_cli_helpers import assert_one_line_error, cli
 from zoo_strategies.auto import Auto
 from zoo_strategies.auto_halving import rung_budgets
+from zoo.plan import PlanContext
 
 
 class HeadOnlyCandidate(Strategy):
@@ -27,7 +28,7 @@ class HeadOnlyCandidate(Strategy):
     defaults: dict = {}
     auto = AutoCandidate(cost="cheap")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Phase, StrategyPlan, all_groups
 
         phase = Phase("head", job.train.epochs, all_groups(groups, trainable=False),
@@ -186,11 +187,11 @@ def test_successive_halving_keeps_the_top_third_per_rung():
 
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
     # a budget that affords every candidate's trials (test_budget_... covers the pruning)
     plan = auto.plan(m, groups, auto_job(candidates="linear-probe,finetune,lp-ft", eta=3,
-                                         rungs=3, budget=10.0))
-    cands = auto.last_trials
+                                         rungs=3, budget=10.0), auto_ctx)
+    cands = plan.choice.trials
     assert len(cands) == 9  # 3 strategies × (lr ÷ 3, lr, lr × 3)
     paid = [c for c in cands if c.cost == "full"]
     per_rung = [sum(1 for c in paid if r in c.scores) for r in range(3)]
@@ -214,30 +215,32 @@ def test_discovers_a_third_party_candidate_and_skips_unmet_needs():
     catalog = make_catalog(Plugin())
     m, groups = model(source=False)  # no source weights: needs_source_weights unmet
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=catalog)
-    auto.plan(m, groups, auto_job())
-    assert auto.last_skipped["third-needs-weights"] == "needs source weights"
-    assert "target_unlabeled" in auto.last_skipped["third-needs-target"]
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=catalog)
+    plan = auto.plan(m, groups, auto_job(), auto_ctx)
+    assert plan.choice.skipped["third-needs-weights"] == "needs source weights"
+    assert "target_unlabeled" in plan.choice.skipped["third-needs-target"]
     m, groups = model(source=True)
-    plan = auto.plan(m, groups, auto_job(lr_factor=1, rungs=2))
-    names = {c.strategy for c in auto.last_trials}
+    plan = auto.plan(m, groups, auto_job(lr_factor=1, rungs=2), auto_ctx)
+    names = {c.strategy for c in plan.choice.trials}
     assert {"third-head", "third-needs-weights", "finetune", "linear-probe"} <= names
     assert "third-needs-target" not in names and "auto" not in names
     assert "third-head" in "\n".join(plan.notes)
     # the training-free strategies join with their own heads (a model change, issue #15)
-    assert {"ncm", "knn"} <= names and "ncm" not in auto.last_skipped
-    assert {c.cost for c in auto.last_trials if c.strategy in ("ncm", "knn")} == {"free"}
-    assert all(set(c.scores.values()) == {c.scores["full"]} for c in auto.last_trials
+    assert {"ncm", "knn"} <= names and "ncm" not in plan.choice.skipped
+    assert {c.cost for c in plan.choice.trials if c.strategy in ("ncm", "knn")} == {"free"}
+    assert all(set(c.scores.values()) == {c.scores["full"]} for c in plan.choice.trials
                if c.strategy in ("ncm", "knn"))  # one evaluation, no rungs
-    assert "zero-shot" in auto.last_skipped  # no text tower: still no candidate
+    assert "zero-shot" in plan.choice.skipped  # no text tower: still no candidate
 
 
 def test_explicit_candidates_override_discovery():
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog(Plugin()))
-    auto.plan(m, groups, auto_job(candidates="third-head,finetune", lr_factor=1))
-    assert {c.strategy for c in auto.last_trials} == {"third-head", "finetune"}
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"),
+                           catalog=make_catalog(Plugin()))
+    plan = auto.plan(m, groups, auto_job(candidates="third-head,finetune", lr_factor=1),
+                     auto_ctx)
+    assert {c.strategy for c in plan.choice.trials} == {"third-head", "finetune"}
 
 
 def test_never_reads_test_labels():
@@ -246,9 +249,10 @@ def test_never_reads_test_labels():
     choices = []
     for test in (None, _Raising()):
         auto = Auto()
-        auto.prepare(bundle=bundle(test), device=torch.device("cpu"), catalog=make_catalog())
-        plan = auto.plan(m, groups, job)
-        choices.append((plan.notes[0], [c.scores for c in auto.last_trials]))
+        auto_ctx = PlanContext(data=bundle(test), device=torch.device("cpu"),
+                               catalog=make_catalog())
+        plan = auto.plan(m, groups, job, auto_ctx)
+        choices.append((plan.notes[0], [c.scores for c in plan.choice.trials]))
     assert choices[0][0] == choices[1][0]  # same choice, same reason
     assert [{r: s[:2] for r, s in c.items()} for c in choices[0][1]] == \
         [{r: s[:2] for r, s in c.items()} for c in choices[1][1]]
@@ -257,10 +261,11 @@ def test_never_reads_test_labels():
 def test_lr_auto_per_candidate_uses_the_range_test():
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
-    auto.plan(m, groups, auto_job(candidates="linear-probe,finetune", lr="auto", rungs=1))
-    assert {c.lr_from for c in auto.last_trials} == {"lr-find"}
-    assert all(math.isfinite(c.lr) and 1e-7 <= c.lr <= 10 for c in auto.last_trials)
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="linear-probe,finetune", lr="auto",
+                                         rungs=1), auto_ctx)
+    assert {c.lr_from for c in plan.choice.trials} == {"lr-find"}
+    assert all(math.isfinite(c.lr) and 1e-7 <= c.lr <= 10 for c in plan.choice.trials)
 
 
 def test_lr_auto_on_run_records_the_lr(tmp_path):
@@ -315,8 +320,8 @@ def test_training_free_candidates_get_their_own_head_and_the_cached_features(mon
     monkeypatch.setattr(auto_trials, "fit", spy)
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
-    plan = auto.plan(m, groups, auto_job(candidates="ncm,knn"))
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="ncm,knn"), auto_ctx)
     # one evaluation each, with its own head, fitted on the shared cached features
     assert sorted((s, h) for s, h, _ in seen) == [("knn", "KNNHead"), ("ncm", "NCMHead")]
     assert all(rec["cached_features"] and rec["train"]["optimizer_steps"] == 0
@@ -389,12 +394,12 @@ def test_a_rung_tie_between_lr_variants_goes_to_the_larger_lr():
 def test_auto_edge_settings_still_choose_and_explain(params):
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
-    plan = auto.plan(m, groups, auto_job(**params))
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(**params), auto_ctx)
     chosen = plan.notes[0].split("'")[1]
     assert chosen in params["candidates"].split(",")
     assert any(n.startswith("trials:") for n in plan.notes)
-    paid = [c for c in auto.last_trials if c.cost in ("partial", "full") and c.scores]
+    paid = [c for c in plan.choice.trials if c.cost in ("partial", "full") and c.scores]
     assert all(all(isinstance(r, int) for r in c.scores) for c in paid)
 
 
@@ -407,8 +412,9 @@ def test_the_paid_winner_starts_from_its_trial_weights(reuse):
     m, groups = model()
     source = _weights(m)
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
-    plan = auto.plan(m, groups, auto_job(candidates="finetune", rungs=2, reuse_trial=reuse))
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = auto.plan(m, groups, auto_job(candidates="finetune", rungs=2, reuse_trial=reuse),
+                     auto_ctx)
     assert plan.notes[0].startswith("auto chose 'finetune'")
     changed = [k for k, v in m.state_dict().items() if not torch.equal(v, source[k])]
     if reuse:  # the last rung's trial trained every layer: the run starts from there
@@ -417,7 +423,7 @@ def test_the_paid_winner_starts_from_its_trial_weights(reuse):
         assert any(k.startswith("head.") for k in changed)
     else:
         assert changed == [] and "trial's weights" not in "\n".join(plan.notes)
-    assert all(c.trained is None for c in auto.last_trials)  # no weights held on to
+    assert all(c.trained is None for c in plan.choice.trials)  # no weights held on to
 
 
 def test_a_cheap_winner_or_a_winner_with_model_changes_keeps_the_source_weights():
@@ -449,9 +455,9 @@ def test_reuse_trial_must_be_a_flag():
 
     m, groups = model()
     auto = Auto()
-    auto.prepare(bundle=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    auto_ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
     with pytest.raises(ConfigError, match="reuse_trial.*true or false"):
-        auto.plan(m, groups, auto_job(candidates="finetune", reuse_trial="maybe"))
+        auto.plan(m, groups, auto_job(candidates="finetune", reuse_trial="maybe"), auto_ctx)
 
 
 def test_trial_weights_that_half_fit_leave_the_model_untouched():

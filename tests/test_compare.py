@@ -131,6 +131,9 @@ def _fake_runner(monkeypatch, accuracy, fail=(), interrupt_at=None, crash=(), ch
         (run_dir / "splits.json").write_text('{"train": [1, 2]}')
         (run_dir / "metrics.jsonl").write_text(json.dumps(
             {"epoch": 1, "phase": "p", "val": {"accuracy": 0.5}}) + "\n")
+        if job.strategy.name == "auto":  # the run folder says what auto chose
+            (run_dir / "summary.json").write_text(json.dumps(
+                {"auto": {"chosen": "lp-ft", "lr": 0.01, "trials": []}}))
         return {"test": {"accuracy": accuracy[job.strategy.name][job.seed], "loss": 1.0},
                 "best_epoch": 1, "seconds": 0.1, "params": {"total": 100}}
 

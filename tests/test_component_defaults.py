@@ -21,7 +21,7 @@ from zoo.registry import Registry
 class _Strategy:
     defaults: dict = {}
 
-    def plan(self, model, groups, job):  # never called here
+    def plan(self, model, groups, job, ctx=None):  # never called here
         raise AssertionError
 
 

@@ -206,7 +206,7 @@ class NanStrategy:
     def register_strategies(self, register):
         register("nan-loss", self)
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         import torch
 
         from zoo.strategy import LossTerm, Phase, StrategyPlan, all_groups

@@ -219,7 +219,7 @@ def test_training_free_phase_runs_fit_and_records_zero_steps(tmp_path):
 
         name = "means"
 
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             def fit(ctx):
                 x, y = ctx.features("train")
                 seen["n"] = len(x)
@@ -262,7 +262,7 @@ def test_streams_reach_loss_terms_every_step(tmp_path):
 
         name = "peek"
 
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return StrategyPlan(self.name, [Phase("p", 1, all_groups(groups, True),
                                                   loss_terms=[Peek()],
                                                   streams=("target_unlabeled",))])
@@ -364,7 +364,7 @@ def test_check_strategy_fails_a_selection_that_picks_nothing():
     class Nothing(Strategy):
         name = "nothing"
 
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return StrategyPlan(self.name, [Phase("p", 1, all_groups(groups, False),
                                                   select=[Selection("x", params=("nope*",))])])
 

@@ -201,7 +201,7 @@ class WrongPlanPlugin:
     @hookimpl
     def register_strategies(self, register):
         class Wrong:
-            def plan(self, model, groups, job):
+            def plan(self, model, groups, job, ctx=None):
                 return {"phases": []}
 
         register("wrong-plan", Wrong())
@@ -286,7 +286,14 @@ def test_no_loggers_no_files(tmp_path):
 
 
 def test_unknown_logger_is_a_warning_with_did_you_mean(tmp_path):
-    summary = run_tiny(make_catalog(), tmp_path, loggers=["csvv", "csv"])
+    """A JobSpec handed to the API as it is (not built from layers) gets a warning for an
+    unknown logger; built from layers, as the CLI and the kit's run_tiny build it, the job
+    is refused before any work (the next test)."""
+    from zoo import api
+    from zoo.kit.testing import tiny_job
+
+    summary = api.run(tiny_job(out=str(tmp_path), loggers=["csvv", "csv"]),
+                      catalog=make_catalog())
     msg = [w for w in summary["warnings"] if "logger" in w]
     (line,) = msg
     assert line.startswith("WARNING: unknown logger 'csvv' — did you mean csv? (known: csv, ")
@@ -295,6 +302,13 @@ def test_unknown_logger_is_a_warning_with_did_you_mean(tmp_path):
     from zoo_loggers import known_loggers
 
     assert set(known_loggers()) == {"csv", "tensorboard"}
+
+
+def test_run_tiny_refuses_an_unknown_logger_as_the_cli_does(tmp_path):
+    from zoo.errors import UnknownComponentError
+
+    with pytest.raises(UnknownComponentError, match="csvv.*did you mean csv"):
+        run_tiny(make_catalog(), tmp_path, loggers=["csvv", "csv"])
 
 
 def test_tensorboard_missing_is_a_one_line_warning(tmp_path, monkeypatch):

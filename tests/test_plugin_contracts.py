@@ -128,9 +128,9 @@ class _DictPlan:
 
 
 @pytest.mark.parametrize("strategy, problem", [
-    (_NoArgsPlan(), "cannot be called as plan(model, groups, job)"),
+    (_NoArgsPlan(), "cannot be called as plan(model, groups, job"),
     (_DictPlan(), "plan() returned dict"),
-    (object(), "has no plan(model, groups, job) method"),
+    (object(), "has no plan(model, groups, job, ctx) method"),
 ])
 def test_strategy_with_wrong_plan_signature_or_return_names_the_plugin(tmp_path, strategy,
                                                                        problem):

@@ -33,7 +33,7 @@ class BadStrategy:
     @hookimpl
     def register_strategies(self, register):
         class Plan:
-            def plan(self, model, groups, job):
+            def plan(self, model, groups, job, ctx=None):
                 raise ValueError("plan exploded")
 
         register("exploding", Plan())

@@ -77,7 +77,7 @@ class HeadThenAll:
     name = "head-then-all"
     defaults = {"head_epochs": 1}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Phase, StrategyPlan, all_groups
 
         n = int({**self.defaults, **job.strategy.params}["head_epochs"])

@@ -19,6 +19,7 @@ from zoo.errors import ConfigError
 from zoo.jobspec import deep_merge
 from zoo.strategy import LossContext, apply_phase
 from zoo.testing import check_strategy, tiny_dataset_factory, tiny_job
+from zoo.plan import PlanContext
 
 CLASSES = zoo_strategies.strategy_classes()
 ALL = sorted(CLASSES)
@@ -88,15 +89,14 @@ def test_contract_frozen_bitwise_and_bn(name):
     """check_strategy: per phase, frozen params and fixed BN statistics bitwise unchanged."""
     strategy = CLASSES[name]()
     model, groups = model_for(name)
+    strategy_ctx = PlanContext()
     if name == "joint":
-        strategy.prepare(source_data=tiny_bundle(4))
+        strategy_ctx = PlanContext(source=tiny_bundle(4))
         job = dataclasses.replace(job_for(name), source_data=tiny_job().data)
-    elif name == "auto":
-        strategy.prepare(bundle=None)
-        job = job_for(name)
     else:
         job = job_for(name)
-    plan = check_strategy(strategy, model=model, groups=groups, job=job, name=name)
+    plan = check_strategy(strategy, model=model, groups=groups, job=job, name=name,
+                          ctx=strategy_ctx)
     assert plan.strategy == name
 
 
@@ -303,17 +303,17 @@ def test_lwf_without_source_classifier_is_a_config_error():
 def test_joint_needs_source_data():
     model, groups = resnet()
     strategy = CLASSES["joint"]()
-    strategy.prepare()
+    strategy_ctx = PlanContext()
     with pytest.raises(ConfigError, match="--source-data"):
-        strategy.plan(model, groups, job_for("joint"))
+        strategy.plan(model, groups, job_for("joint"), strategy_ctx)
 
 
 def test_joint_term_is_lambda_times_source_ce_and_its_head_trains():
     model, groups = resnet()
     strategy = CLASSES["joint"]()
-    strategy.prepare(source_data=tiny_bundle(4))
+    strategy_ctx = PlanContext(source=tiny_bundle(4))
     job = dataclasses.replace(job_for("joint", lam=0.7), source_data=tiny_job().data)
-    (phase,) = strategy.plan(model, groups, job).phases
+    (phase,) = strategy.plan(model, groups, job, strategy_ctx).phases
     (term,) = phase.loss_terms
     assert term.head.out_features == 4 and term.head.in_features == model.backbone.feature_dim
     param_groups = apply_phase(model, groups, phase, 0.01)
@@ -327,8 +327,8 @@ def test_joint_term_is_lambda_times_source_ce_and_its_head_trains():
     assert term(ctx).item() == pytest.approx(expected.item(), rel=1e-6)
     # the iterator cycles through the source train split forever
     fresh = CLASSES["joint"]()
-    fresh.prepare(source_data=tiny_bundle(4))
-    (t2,) = fresh.plan(model, groups, job).phases[0].loss_terms
+    fresh_ctx = PlanContext(source=tiny_bundle(4))
+    (t2,) = fresh.plan(model, groups, job, fresh_ctx).phases[0].loss_terms
     n = len(t2.loader)
     assert all(t2.next_batch()[0].shape[1:] == (3, 32, 32) for _ in range(2 * n + 1))
 
@@ -405,32 +405,32 @@ def test_joint_plan_without_source_data_names_the_flag(capsys):
 def test_auto_random_init_leans_to_finetune_without_trials():
     model, groups = resnet(source=False)
     auto = CLASSES["auto"]()
-    auto.prepare(bundle=tiny_bundle())
-    plan = auto.plan(model, groups, job_for("auto", epochs=3))
+    auto_ctx = PlanContext(data=tiny_bundle())
+    plan = auto.plan(model, groups, job_for("auto", epochs=3), auto_ctx)
     assert plan.strategy == "auto" and [p.name for p in plan.phases] == ["finetune"]
     assert plan.notes[0].startswith("auto chose 'finetune': no source weights")
-    assert auto.last_trials == []
+    assert plan.choice.trials == [] and plan.choice.chosen == "finetune"
 
 
 def test_auto_with_source_weights_runs_trials_explains_and_leaves_model_alone():
     model, groups = resnet(source=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     auto = CLASSES["auto"]()
-    auto.prepare(bundle=tiny_bundle(), device=torch.device("cpu"))
+    auto_ctx = PlanContext(data=tiny_bundle(), device=torch.device("cpu"))
     plan = auto.plan(model, groups, job_for("auto", epochs=3,
-                                            candidates="linear-probe,finetune,lp-ft"))
-    assert {t.strategy for t in auto.last_trials} == {"linear-probe", "finetune", "lp-ft"}
+                                            candidates="linear-probe,finetune,lp-ft"), auto_ctx)
+    assert {t.strategy for t in plan.choice.trials} == {"linear-probe", "finetune", "lp-ft"}
     chosen = plan.notes[0].split("'")[1]
     assert chosen in ("linear-probe", "finetune", "lp-ft")
     assert any(n.startswith("trials: successive halving") for n in plan.notes)
     assert any(n.startswith("data: 3 classes") for n in plan.notes)
     # cheap candidates are scored as they run, paid ones on rungs; the winner is one of the
     # two finalists (the paid one's last rung, the best cheap one), never a pruned one
-    paid = [c for c in auto.last_trials if c.cost != "cheap"]
+    paid = [c for c in plan.choice.trials if c.cost != "cheap"]
     last = max(r for c in paid for r in c.scores)
     finalists = {c.strategy for c in paid if last in c.scores} | {"linear-probe"}
     assert chosen in finalists
-    assert all("full" in c.scores for c in auto.last_trials if c.cost == "cheap")
+    assert all("full" in c.scores for c in plan.choice.trials if c.cost == "cheap")
     expected = {"linear-probe": ["probe"], "finetune": ["finetune"],
                 "lp-ft": ["probe", "finetune"]}[chosen]
     assert [p.name for p in plan.phases] == expected
@@ -450,12 +450,13 @@ def test_auto_choice_rule_and_fallbacks():
     assert name == "linear-probe" and "ties" in why
     model, groups = resnet(source=True)
     auto = CLASSES["auto"]()
-    auto.prepare(bundle=None)
-    plan = auto.plan(model, groups, job_for("auto"))
+    auto_ctx = PlanContext(data=None)
+    plan = auto.plan(model, groups, job_for("auto"), auto_ctx)
     assert plan.notes[0].startswith("auto chose 'lp-ft': no val split")
     with pytest.raises(ConfigError, match="candidate 'bogus'"):
-        auto.plan(model, groups, job_for("auto", candidates="finetune,bogus"))
-    only = auto.plan(model, groups, job_for("auto", candidates="linear-probe", lr_factor=1))
+        auto.plan(model, groups, job_for("auto", candidates="finetune,bogus"), auto_ctx)
+    only = auto.plan(model, groups, job_for("auto", candidates="linear-probe", lr_factor=1),
+                     auto_ctx)
     assert [p.name for p in only.phases] == ["probe"] and only.phases[0].lr == 0.01
 
 
@@ -464,10 +465,10 @@ def test_auto_linear_probe_choice_trains_on_unaugmented_images():
     bundle = tiny_bundle()
     bundle.val.transform = val_transform = (lambda img: img.float() / 255.0)
     auto = CLASSES["auto"]()
-    auto.prepare(bundle=bundle)
+    auto_ctx = PlanContext(data=bundle)
     job = tiny_job(strategy={"name": "auto", "params": {"candidates": "linear-probe",
                                                         "lr_factor": 1}},
                    data={"augment": "light"})
-    plan = auto.plan(model, groups, job)
+    plan = auto.plan(model, groups, job, auto_ctx)
     assert bundle.train.transform is val_transform
     assert any("un-augmented" in n for n in plan.notes)

@@ -152,13 +152,13 @@ def test_check_strategy_catches():
     from zoo.strategy import LossTerm, Phase, StrategyPlan, all_groups
 
     class NotAPlan:
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return [Phase("p", 1, all_groups(groups))]
 
     _fails("returned list, not a zoo.strategy.StrategyPlan", T.check_strategy, NotAPlan())
 
     class UnknownGroup:
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return StrategyPlan("u", [Phase("p", 1, {"layer9": None})])
 
     _fails("not well-formed.*unknown layer groups", T.check_strategy, UnknownGroup())
@@ -171,7 +171,7 @@ def test_check_strategy_catches():
             return ctx.model.backbone(ctx.inputs).mean() * 0
 
     class LeakyProbe:
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return StrategyPlan("leaky", [Phase("probe", 1, all_groups(groups, trainable=False),
                                                 bn="freeze-all", loss_terms=[TrainModeTerm()])])
 
@@ -185,7 +185,7 @@ def test_check_strategy_catches():
             return ctx.logits.sum() * 0
 
     class Editing:
-        def plan(self, model, groups, job):
+        def plan(self, model, groups, job, ctx=None):
             return StrategyPlan("edit", [Phase("p", 1, all_groups(groups, trainable=False),
                                                bn="freeze-all", loss_terms=[Editor()])])
 

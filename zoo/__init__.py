@@ -21,10 +21,18 @@ _API = {
     "measure_shift": "zoo.api",     # zoo shift: domain gap (docs/domain.md)
     "lr_find": "zoo.api",           # zoo lr-find: the LR range test
     "JobSpec": "zoo.jobspec",
-    "StrategyPlan": "zoo.strategy",
-    "Phase": "zoo.strategy",
-    "GroupSetting": "zoo.strategy",
-    "LossTerm": "zoo.strategy",
+    "StrategyPlan": "zoo.plan",     # the plan vocabulary: torch-free (zoo.plan)
+    "Phase": "zoo.plan",
+    "GroupSetting": "zoo.plan",
+    "Selection": "zoo.plan",
+    "ModelChange": "zoo.plan",
+    "AutoCandidate": "zoo.plan",
+    "PlanContext": "zoo.plan",
+    "PhaseContext": "zoo.plan",
+    "LossContext": "zoo.plan",
+    "Choice": "zoo.plan",
+    "Strategy": "zoo.strategy_base",
+    "LossTerm": "zoo.strategy",     # an nn.Module: imports torch
     "Backbone": "zoo.backbones",
     "TransferModel": "zoo.backbones",
     "PretrainedConfig": "zoo.backbones",

@@ -65,6 +65,27 @@ def create_model(name: str, num_classes: int, head: str | None = None, weights: 
     return TransferModel(backbone, head_module)
 
 
+def prepare_job(job: JobSpec | None = None, *, catalog: Catalog | None = None,
+                **kwargs: Any) -> tuple[JobSpec, Catalog]:
+    """The one place a job is built and completed: ``(complete JobSpec, Catalog)``.
+
+    ``job`` (a JobSpec, its unset component names filled from the catalog's defaults) or
+    keyword arguments for :func:`load_job` (every layer, components' ``job_defaults``
+    included).  :mod:`zoo.engine` receives what this returns and never builds either.
+    """
+    cat = catalog or get_catalog()
+    if job is None:
+        return load_job(catalog=cat, **kwargs), cat
+    return (job if _is_complete(job) else complete_job(job, cat)), cat
+
+
+def _is_complete(job: JobSpec) -> bool:
+    """Every component name set (a job :func:`load_job` built): nothing to complete."""
+    extra = [d for d in (job.source_data, job.target_data) if d is not None]
+    return bool(job.model and job.data.name and job.head.name and job.strategy.name
+                and job.metrics and job.monitor.metric and all(d.name for d in extra))
+
+
 def run(job: JobSpec | None = None, *, catalog: Catalog | None = None,
         **kwargs: Any) -> dict:
     """Run a job (a JobSpec, or keyword arguments for :func:`load_job`); return the summary."""
@@ -72,32 +93,26 @@ def run(job: JobSpec | None = None, *, catalog: Catalog | None = None,
 
     options = {k: kwargs.pop(k) for k in ("quiet", "console", "resume", "on_plan")
                if k in kwargs}
-    cat = catalog or get_catalog()
-    job = load_job(**kwargs) if job is None else complete_job(job, cat)
+    job, cat = prepare_job(job, catalog=catalog, **kwargs)
     options.setdefault("quiet", True)
     console = options.get("console")
     log = None if options["quiet"] else (
         (lambda m: console.print(m, markup=False, highlight=False)) if console else print)
     job, found = resolve_auto_lr(job, catalog=cat, log=log)
-    summary = _run(job, cat, **options)
-    if found is not None:
-        from zoo.tools.lr_find import record_in_summary  # lazy: keeps zoo.api light
-
-        record_in_summary(summary, found)
-    return summary
+    return _run(job, cat, lr_find=found, **options)
 
 
-def resolve_auto_lr(job: JobSpec, *, catalog: Catalog | None = None,
+def resolve_auto_lr(job: JobSpec, *, catalog: Catalog,
                     log: Any = None) -> tuple[JobSpec, dict | None]:
-    """``job`` with ``train.lr: auto`` (``--lr auto``) replaced by the LR range test's
-    suggestion for its strategy (:func:`zoo.tools.lr_find.resolve_auto_lr`), and the sweep's
-    record (``None`` when ``train.lr`` was a number)."""
+    """``job`` (complete: :func:`prepare_job`) with ``train.lr: auto`` (``--lr auto``)
+    replaced by the LR range test's suggestion for its strategy
+    (:func:`zoo.tools.lr_find.resolve_auto_lr`), and the sweep's record (``None`` when
+    ``train.lr`` was a number)."""
     if job.train.lr != "auto":
         return job, None
     from zoo.tools.lr_find import resolve_auto_lr as _resolve  # lazy: imports torch on use
 
-    cat = catalog or get_catalog()
-    return _resolve(complete_job(job, cat), cat, log)
+    return _resolve(job, catalog, log)
 
 
 def plan(job: JobSpec | None = None, *, catalog: Catalog | None = None,
@@ -105,8 +120,7 @@ def plan(job: JobSpec | None = None, *, catalog: Catalog | None = None,
     """The strategy plan of a job as a dict (phases, groups, LRs), without training."""
     from zoo.engine.pipeline import plan_job  # lazy: torch
 
-    cat = catalog or get_catalog()
-    job = load_job(**kwargs) if job is None else complete_job(job, cat)
+    job, cat = prepare_job(job, catalog=catalog, **kwargs)
     job, _ = resolve_auto_lr(job, catalog=cat)
     return plan_job(job, cat)
 
@@ -180,6 +194,8 @@ _FACADE = {
     "measure_shift": ("zoo.tools.shift", "measure_shift"),
     "shift_domain": ("zoo.tools.shift", "domain_arg"),
     "lr_find": ("zoo.tools.lr_find", "lr_find"),
+    "check_environment": ("zoo.settings", "check_environment"),
+    "setting_flag": ("zoo.settings", "flag"),
 }
 
 

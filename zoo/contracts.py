@@ -131,17 +131,20 @@ def check_plan_callable(comp, strategy: Any, args: tuple, kwargs: dict | None = 
     plan = getattr(strategy, "plan", None)
     if not callable(plan):
         raise contract_error(comp, f"the registered object ({_what(strategy)}) has no "
-                                   "plan(model, groups, job) method")
+                                   "plan(model, groups, job, ctx) method")
     try:
         signature = inspect.signature(plan)
     except (TypeError, ValueError):  # a builtin or C callable: nothing to check
         return plan
-    try:
-        signature.bind(*args, **(kwargs or {}))
-    except TypeError as exc:
-        raise contract_error(comp, f"plan{signature} cannot be called as "
-                                   f"plan(model, groups, job) ({exc})") from None
-    return plan
+    error = None
+    for n in dict.fromkeys((len(args), 3)):  # plan(model, groups, job, ctx), or the old 3
+        try:
+            signature.bind(*args[:n], **(kwargs or {}))
+            return plan
+        except TypeError as exc:
+            error = error or exc
+    raise contract_error(comp, f"plan{signature} cannot be called as "
+                               f"plan(model, groups, job[, ctx]) ({error})") from None
 
 
 def check_plan(comp, plan: Any) -> Any:

@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 import signal
 
+from zoo import settings
+
 _WRITES: dict[str, int] = {}
 
 
 def current() -> str:
-    return os.environ.get("ZOO_FAULT", "")
+    """``ZOO_FAULT`` as :mod:`zoo.settings` reads it (checked against its grammar)."""
+    return settings.fault()
 
 
 def interrupt_after_epoch() -> int | None:

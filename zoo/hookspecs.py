@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
+from zoo.run_context import RunContext  # noqa: F401 (the hook specs' annotations)
+
 if TYPE_CHECKING:  # annotations only (llm's hookspecs do the same): importing the specs
     # imports neither torch nor the engine, and these imports never run
     import click
     import torch
 
-    from zoo.engine.context import RunContext
     from zoo.weights import ResolvedWeights, WeightStore
 
 # the ``register`` callback each registration hook receives: ``register(name, obj, **kw)``
@@ -77,9 +78,10 @@ def register_strategies(register: Register) -> None:
     """Register transfer strategies.
 
     :param register: ``register(name, strategy, description="")`` where ``strategy`` has
-        ``plan(model, groups, job) -> zoo.strategy.StrategyPlan`` (``model`` a
+        ``plan(model, groups, job, ctx) -> zoo.plan.StrategyPlan`` (``model`` a
         :class:`zoo.backbones.TransferModel`, ``groups`` its :class:`zoo.backbones.LayerGroup`
-        list, input side first, ``"head"`` last) and optionally ``defaults``, a dict of its
+        list, input side first, ``"head"`` last; ``ctx`` the frozen
+        :class:`zoo.plan.PlanContext`) and optionally ``defaults``, a dict of its
         parameters (``strategy.params``) with their default values.
     """
 
@@ -124,7 +126,7 @@ def register_loggers(register: Register) -> None:
 
     :param register: ``register(name, factory, description="")`` where
         ``factory(run, first_epoch) -> logger``; ``run`` is the
-        :class:`zoo.engine.context.RunContext` (``run.job``, ``run.dir``) and
+        :class:`zoo.run_context.RunContext` (``run.job``, ``run.dir``) and
         ``first_epoch`` the first epoch this process will log (> 1 on ``--resume``).  The
         logger has ``log_epoch(epoch, metrics)`` (``metrics``: the record written to
         ``metrics.jsonl``) and ``close(summary)`` (``summary``: ``summary.json``'s content,
@@ -168,7 +170,7 @@ def register_commands(cli: click.Group) -> None:
 def on_epoch_end(run: RunContext, epoch: int, metrics: dict[str, Any]) -> None:
     """Observe the end of an epoch (loggers, notifiers).  The return value is ignored.
 
-    :param run: the :class:`zoo.engine.context.RunContext` (public path ``zoo.runner``:
+    :param run: the :class:`zoo.run_context.RunContext` (public path ``zoo.runner``:
         ``run.job``, ``run.dir``, ``run.rank``).
     :param epoch: the epoch number, starting at 1.
     :param metrics: the record written to ``metrics.jsonl`` for this epoch.
@@ -179,6 +181,6 @@ def on_epoch_end(run: RunContext, epoch: int, metrics: dict[str, Any]) -> None:
 def on_run_end(run: RunContext, summary: dict[str, Any]) -> None:
     """Observe the end of a run, completed, interrupted or failed.  Return value ignored.
 
-    :param run: the :class:`zoo.engine.context.RunContext`.
+    :param run: the :class:`zoo.run_context.RunContext`.
     :param summary: the content of ``summary.json``.
     """

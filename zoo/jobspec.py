@@ -223,23 +223,7 @@ def _coerce(tp: Any, value: Any, path: tuple, lines: dict, source: str) -> Any:
             return value
         raise bad
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise bad
-        if isinstance(value, str):
-            try:
-                value = int(value.strip()) if re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) \
-                    else float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, float):
-            # .inf, .nan and 1e29 are floats: only finite whole numbers are integers
-            if not math.isfinite(value) or value != int(value):
-                raise bad
-            value = int(value)
-        if abs(value) > MAX_INT:
-            raise ConfigError(f"'{dotted}' is {value:.3g}, far too large "
-                              f"({_where(path, lines, source)})")
-        return value
+        return _coerce_int(value, bad, dotted, _where(path, lines, source))
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad
@@ -256,28 +240,7 @@ def _coerce(tp: Any, value: Any, path: tuple, lines: dict, source: str) -> Any:
             return str(value)
         raise bad
     if kind is list:
-        if isinstance(value, str):  # "a,b" from the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise bad
-        if len(value) > MAX_LIST:
-            raise ConfigError(f"'{dotted}' has {len(value)} entries; at most {MAX_LIST} "
-                              f"({_where(path, lines, source)})")
-        (item,) = typing.get_args(tp) or (None,)
-        if item is None:
-            return value
-        out = []
-        for i, v in enumerate(value):
-            if item is str and not isinstance(v, str):  # names: never coerce 123 or {a: 1}
-                raise ConfigError(f"'{dotted}' must be a list of names, but entry {i + 1} is "
-                                  f"{v!r} ({_where(path, lines, source)})")
-            try:
-                out.append(_coerce(item, v, path, lines, source))
-            except ConfigError:
-                plural = {float: "numbers", int: "integers"}.get(item, "values")
-                raise ConfigError(f"'{dotted}' must be a list of {plural}, but entry {i + 1} "
-                                  f"is {v!r} ({_where(path, lines, source)})") from None
-        return out
+        return _coerce_list(tp, value, bad, path, lines, source)
     if kind is dict:
         if not isinstance(value, dict):
             raise bad
@@ -287,6 +250,54 @@ def _coerce(tp: Any, value: Any, path: tuple, lines: dict, source: str) -> Any:
                                   f"parameter names ({_where(path, lines, source)})")
         return value
     return value
+
+
+def _coerce_int(value: Any, bad: ConfigError, dotted: str, where: str) -> int:
+    """An int from an int, a whole float or a numeric string; ``bad`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise bad
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) \
+                else float(value)
+        except ValueError:
+            raise bad from None
+    if isinstance(value, float):
+        # .inf, .nan and 1e29 are floats: only finite whole numbers are integers
+        if not math.isfinite(value) or value != int(value):
+            raise bad
+        value = int(value)
+    if abs(value) > MAX_INT:
+        raise ConfigError(f"'{dotted}' is {value:.3g}, far too large ({where})")
+    return value
+
+
+def _coerce_list(tp: Any, value: Any, bad: ConfigError, path: tuple, lines: dict,
+                 source: str) -> list:
+    """A list (``"a,b"`` from the command line too), each entry coerced to the item type."""
+    dotted = ".".join(map(str, path))
+    if isinstance(value, str):  # "a,b" from the command line
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise bad
+    if len(value) > MAX_LIST:
+        raise ConfigError(f"'{dotted}' has {len(value)} entries; at most {MAX_LIST} "
+                          f"({_where(path, lines, source)})")
+    (item,) = typing.get_args(tp) or (None,)
+    if item is None:
+        return value
+    out = []
+    for i, v in enumerate(value):
+        if item is str and not isinstance(v, str):  # names: never coerce 123 or {a: 1}
+            raise ConfigError(f"'{dotted}' must be a list of names, but entry {i + 1} is "
+                              f"{v!r} ({_where(path, lines, source)})")
+        try:
+            out.append(_coerce(item, v, path, lines, source))
+        except ConfigError:
+            plural = {float: "numbers", int: "integers"}.get(item, "values")
+            raise ConfigError(f"'{dotted}' must be a list of {plural}, but entry {i + 1} "
+                              f"is {v!r} ({_where(path, lines, source)})") from None
+    return out
 
 
 def _type_name(kind: type) -> str:

@@ -15,13 +15,15 @@ from zoo.registry import Registry, load_registry
 
 def load_job(model: str | None = None, *, config: str | Path | None = None,
              preset: str | None = None, flags: dict | None = None, sets: list | None = None,
-             registry: Registry | None = None, **keys: Any) -> JobSpec:
+             registry: Registry | None = None, catalog: Catalog | None = None,
+             **keys: Any) -> JobSpec:
     """A validated :class:`zoo.jobspec.JobSpec` from the usual layers.
 
     ``flags``/``keys`` are job-tree fragments (``{"train": {"epochs": 2}}``); ``sets`` are
-    ``"a.b=c"`` strings.  Precedence: see :func:`build_job`.
+    ``"a.b=c"`` strings.  Precedence: see :func:`build_job`.  ``catalog`` (default: the
+    installed plugins') gives the components' defaults.
     """
-    catalog = get_catalog()
+    catalog = catalog if catalog is not None else get_catalog()
     reg = registry if registry is not None else catalog.registry
     layers = []
     if preset:

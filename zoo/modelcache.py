@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
+from zoo import settings
 from zoo.errors import ZooError
 from zoo.io.atomic import write_bytes
 
@@ -26,8 +26,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
 def cache_root() -> Path:
-    home = os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo"
-    return Path(home) / "cache" / "models"
+    return settings.zoo_home() / "cache" / "models"
 
 
 def cached_model_list(catalog, provider_name: str, pretrained: bool) -> list[str]:
@@ -51,7 +50,7 @@ def cached_model_info(catalog, provider_name: str, arch: str) -> dict:
 def _cached(provider, provider_name: str, relname: str, compute: Callable[[], Any],
             valid: Callable[[Any], bool]) -> Any:
     version_fn = getattr(provider, "version", None)
-    if not callable(version_fn) or os.environ.get("ZOO_NO_MODEL_CACHE", "") not in ("", "0"):
+    if not callable(version_fn) or settings.flag("ZOO_NO_MODEL_CACHE"):
         return compute()
     version = str(version_fn())
     path = cache_root() / f"{_safe_name(provider_name)}-{_safe_name(version)}" / relname

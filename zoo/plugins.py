@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata as md
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
+from zoo import settings
 from zoo.errors import PluginError
 
 ENTRY_POINT_GROUP = "zoo"
@@ -49,7 +49,7 @@ class PluginRecord:
 
 
 def strict_plugins() -> bool:
-    return os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+    return settings.flag("ZOO_STRICT_PLUGINS")
 
 
 class ZooPluginManager(pluggy.PluginManager):
@@ -59,13 +59,12 @@ class ZooPluginManager(pluggy.PluginManager):
         super().__init__("zoo")
         self.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        if os.environ.get("ZOO_TRACE_PLUGINS"):
+        if settings.flag("ZOO_TRACE_PLUGINS"):
             self._enable_tracing()
 
     # -- loading -------------------------------------------------------------------------
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        wanted = os.environ.get("ZOO_LOAD_PLUGINS")
-        only = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+        only = settings.names("ZOO_LOAD_PLUGINS")
         seen: set[str] = set()
         # built-ins first, so they win name clashes and third-party order stays stable
         eps = sorted(md.entry_points(group=group),
@@ -154,7 +153,7 @@ class ZooPluginManager(pluggy.PluginManager):
     def call_impl(self, impl, **kwargs: Any) -> Any:
         """Call one implementation with the subset of ``kwargs`` it accepts (traced if asked)."""
         args = [kwargs[name] for name in impl.argnames]
-        if not os.environ.get("ZOO_TRACE_PLUGINS"):
+        if not settings.flag("ZOO_TRACE_PLUGINS"):
             return impl.function(*args)
         start = time.perf_counter()
         try:

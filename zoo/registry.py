@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata as md
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoo import settings
 from zoo.errors import ConfigError, PluginError, did_you_mean
 from zoo.jobspec import JobSpec, deep_merge, job_from_tree
 from zoo.io.yamlio import load_yaml
@@ -122,7 +122,7 @@ def _load(paths: tuple[str, ...]) -> Registry:
 def load_registry(user: str | Path | None = None) -> Registry:
     """The built-in registry, extended by ``user`` or ``$ZOO_REGISTRY`` when given."""
     paths = [str(BUILTIN_REGISTRY)]
-    extra = user or os.environ.get("ZOO_REGISTRY")
+    extra = user or settings.text("ZOO_REGISTRY")
     if extra:
         if not Path(extra).exists():  # a FIFO or device: load_yaml says what it is
             raise ConfigError(f"registry file {extra} does not exist (from --registry or "

@@ -1,6 +1,6 @@
 """Parameter-level selection: which parameters a phase trains, at which LR and weight decay.
 
-:class:`Selection` is the declarative part of a :class:`zoo.strategy.Phase` (biases, norm
+:class:`zoo.plan.Selection` is the declarative part of a :class:`zoo.plan.Phase` (biases, norm
 affine parameters, name patterns, module types, a predicate); :func:`choose_params` merges a
 phase's selections with its trainable layer groups and :func:`apply_phase` turns the result
 into ``requires_grad`` flags and optimizer parameter groups.  Split from :mod:`zoo.strategy`
@@ -8,61 +8,13 @@ into ``requires_grad`` flags and optimizer parameter groups.  Split from :mod:`z
 """
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
               nn.modules.instancenorm._InstanceNorm)
-SELECTION_KINDS = ("bias", "norm")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
-
-
-@dataclass
-class Selection:
-    """Parameters a phase trains, chosen at parameter granularity (beyond whole groups).
-
-    Declarative, so ``--plan --json`` can show it: ``kinds`` (``"bias"``: every bias;
-    ``"norm"``: the affine parameters of normalisation layers), ``params`` (fnmatch patterns
-    over the :class:`~zoo.backbones.TransferModel`'s parameter names) and ``modules``
-    (module class names, e.g. ``"LayerNorm"``: all their parameters) are OR-ed.  ``where`` is
-    a Python predicate ``(name, parameter) -> bool`` for the API, shown by its ``__name__``.
-    ``weight_decay`` ``None`` means the job's, except 0 for biases and norm parameters.
-    The source classifier never trains, whatever a selection says.
-    """
-
-    name: str
-    kinds: tuple = ()
-    params: tuple = ()
-    modules: tuple = ()
-    where: Callable[[str, Any], bool] | None = None
-    lr_mult: float = 1.0
-    weight_decay: float | None = None
-
-    def matches(self, model: nn.Module) -> list[str]:
-        """The parameter names of ``model`` this selection picks, in model order."""
-        chosen: set[str] = set()
-        norm_owned = _owned_by(model, NORM_TYPES)
-        by_type = _owned_by(model, None, self.modules) if self.modules else set()
-        for pname, param in model.named_parameters():
-            if pname.startswith("backbone.source_classifier."):
-                continue
-            leaf = pname.rsplit(".", 1)[-1]
-            if (("bias" in self.kinds and leaf == "bias")
-                    or ("norm" in self.kinds and pname in norm_owned)
-                    or any(fnmatch.fnmatchcase(pname, pat) for pat in self.params)
-                    or pname in by_type
-                    or (self.where is not None and self.where(pname, param))):
-                chosen.add(pname)
-        return [n for n, _ in model.named_parameters() if n in chosen]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kinds": list(self.kinds), "params": list(self.params),
-                "modules": list(self.modules),
-                "where": getattr(self.where, "__name__", repr(self.where)) if self.where else None,
-                "lr_mult": self.lr_mult, "weight_decay": self.weight_decay}
 
 
 def _owned_by(model: nn.Module, types, names=()) -> set[str]:

@@ -20,6 +20,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from zoo import settings
 from zoo.errors import DataError, MissingDependencyError, did_you_mean
 
 from .base import ImageDataset
@@ -85,11 +86,11 @@ DATASETS = {
 
 
 def zoo_home() -> str:
-    return os.path.expanduser(os.environ.get("ZOO_HOME") or "~/.cache/zoo")
+    return str(settings.zoo_home())
 
 
 def _download_allowed(spec) -> tuple[bool, str]:
-    if os.environ.get("ZOO_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if settings.flag("ZOO_OFFLINE"):
         return False, "ZOO_OFFLINE is set"
     if (spec.params or {}).get("download", True) is False:
         return False, "data.params.download is false"

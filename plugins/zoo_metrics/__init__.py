@@ -8,10 +8,6 @@ from zoo.hookspecs import hookimpl
 from .files import write_confusion, write_per_class
 
 
-def _task(num_classes: int) -> dict:
-    return {"task": "multiclass", "num_classes": num_classes}
-
-
 def accuracy(num_classes: int):
     from torchmetrics.classification import MulticlassAccuracy  # lazy: torchmetrics
 

@@ -1,9 +1,10 @@
 """Built-in transfer strategies, from frozen features to full fine-tuning.
 
 Each strategy is a small class with ``defaults`` (its ``strategy.params``, overridable with
-``--set strategy.params.X=V``) and ``plan(model, groups, job) -> StrategyPlan``.  A strategy
-that needs run data (``joint``: the source task, ``auto``: the target splits for its trials)
-also has ``prepare(**extra)``, which the runner calls before every ``plan``.
+``--set strategy.params.X=V``) and ``plan(model, groups, job, ctx) -> StrategyPlan``.  A
+strategy that needs run data (``joint``: the source task, ``auto``: the target splits for its
+trials) reads it from the frozen plan context ``ctx`` (:class:`zoo.plan.PlanContext`); the
+strategy objects hold no state between plans.
 
 Importing this package imports no torch: the plan classes live in :mod:`zoo.strategy`,
 imported when a plan is made, and the torch modules of this pack (:mod:`.terms`,

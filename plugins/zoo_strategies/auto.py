@@ -36,6 +36,7 @@ import dataclasses
 
 from zoo.catalog import get_catalog
 from zoo.errors import ConfigError, did_you_mean
+from zoo.plan import AutoCandidate, Choice, PlanContext, StrategyPlan
 from .base import Strategy, has_source_weights
 
 FALLBACK_NO_WEIGHTS = ("finetune", "lp-ft", "linear-probe")
@@ -51,37 +52,24 @@ class Auto(Strategy):
     defaults = {"candidates": "auto", "eta": 3, "rungs": 3, "budget": 0.4, "lr": "grid",
                 "lr_factor": 3.0, "reuse_trial": True}
 
-    def __init__(self):
-        self._extra: dict = {}
-        self.last_trials: list = []     # the latest plan's candidates (tests, compare)
-        self.last_skipped: dict = {}    # strategy -> why it is not a candidate
-        self.starts_frozen: dict = {}   # strategy -> its plan's first phase freezes the backbone
-
-    def prepare(self, bundle=None, device=None, catalog=None, source_data=None,
-                target_data=None, **_ignored):
-        """Called before every plan: the run's splits, device, catalog and extra data."""
-        self._extra = {"bundle": bundle, "device": device, "catalog": catalog,
-                       "source_data": source_data, "target_data": target_data}
-
     # -- candidates ------------------------------------------------------------------------
-    def _catalog(self):
-        catalog = self._extra.get("catalog")
-        if catalog is None:  # planned outside a run (tests): the installed catalog
-            catalog = get_catalog()
-        return catalog
+    @staticmethod
+    def _catalog(ctx: PlanContext):
+        """The run's catalog; planned outside a run (tests): the installed one."""
+        return ctx.catalog if ctx.catalog is not None else get_catalog()
 
-    def discover(self, model, groups, job, names: list[str] | None):
+    def discover(self, model, groups, job, names: list[str] | None, ctx: PlanContext):
         """``(candidates [(name, obj, AutoCandidate, sub-job, trains_on, model changes)],
-        skipped)``."""
+        skipped {name: why}, starts_frozen {name: its first phase freezes the backbone})``."""
         from zoo.engine.phases import trains_on  # lazy: imports torch
-        from zoo.strategy import AutoCandidate  # lazy: imports torch
 
         from .head_change import head_change, plan_with_changes  # lazy: imports torch
 
-        catalog = self._catalog()
-        self.starts_frozen = {}
+        catalog = self._catalog(ctx)
+        starts_frozen: dict = {}
+        given = {"source_data": ctx.source, "target_data": ctx.target}
         available = {s for s, keys in STREAM_SOURCES.items()
-                     if any(self._extra.get(k) is not None for k in keys)}
+                     if any(given.get(k) is not None for k in keys)}
         explicit = names is not None
         pool = names if explicit else [n for n in catalog.names("strategies") if n != self.name]
         found, skipped = [], {}
@@ -111,14 +99,14 @@ class Auto(Strategy):
             sub = self.sub_job(catalog, job, name)
             try:  # planned once here: a plan that fails on this model is no candidate
                 change = head_change(catalog, model, job, catalog.job_defaults(
-                    "strategies", name), self._num_classes())
+                    "strategies", name), ctx.num_classes)
                 changes = [change] if change is not None else []
                 if change is not None:  # its own head (ncm, knn): the sub-job says so
                     sub = dataclasses.replace(sub, head=dataclasses.replace(
                         job.head, name=change.head, params=dict(change.params)))
-                plan = plan_with_changes(obj, model, groups, sub, changes)
+                plan = plan_with_changes(obj, model, groups, sub, changes, ctx)
                 where = trains_on(plan, sub)
-                self.starts_frozen[name] = bool(plan.phases) and plan.phases[0].backbone_frozen()
+                starts_frozen[name] = bool(plan.phases) and plan.phases[0].backbone_frozen()
             except ConfigError as exc:
                 skipped[name] = str(exc).splitlines()[0]
                 continue
@@ -127,11 +115,7 @@ class Auto(Strategy):
             for f in [f for f in found if f[4] != "source"]:
                 skipped[f[0]] = "trains on the target's labels; this job adapts from the source"
                 found.remove(f)
-        return found, skipped
-
-    def _num_classes(self) -> int | None:
-        bundle = self._extra.get("bundle")
-        return len(bundle.classes) if bundle is not None else None
+        return found, skipped, starts_frozen
 
     @staticmethod
     def sub_job(catalog, job, name: str):
@@ -156,9 +140,8 @@ class Auto(Strategy):
         return names
 
     # -- the plan ----------------------------------------------------------------------------
-    def plan(self, model, groups, job):
-        from zoo.strategy import StrategyPlan  # lazy: imports torch
-
+    def plan(self, model, groups, job, ctx=None):
+        ctx = ctx if ctx is not None else PlanContext()
         p = self.params(job)
         eta = self.number(p, "eta", int, 2, 100)
         rungs = self.number(p, "rungs", int, 1, 10)
@@ -168,13 +151,12 @@ class Auto(Strategy):
         if p["lr"] not in ("grid", "auto"):
             raise ConfigError(f"strategy 'auto': parameter 'lr' is {p['lr']!r}; use grid (the "
                               "default LR ×/÷ lr_factor) or auto (the LR range test)")
-        self.last_trials = []
-        found, self.last_skipped = self.discover(model, groups, job, self.names(p))
+        found, skipped, starts_frozen = self.discover(model, groups, job, self.names(p), ctx)
         if not found:
             raise ConfigError("strategy 'auto': no candidate fits this job ("
-                              + "; ".join(f"{k}: {v}" for k, v in self.last_skipped.items())
+                              + "; ".join(f"{k}: {v}" for k, v in skipped.items())
                               + ") — name candidates with --set strategy.params.candidates=A,B")
-        bundle = self._extra.get("bundle")
+        bundle = ctx.data
         names = [f[0] for f in found]
         n_val = len(bundle.val) if bundle is not None and bundle.val is not None else 0
         data_note = []
@@ -183,6 +165,7 @@ class Auto(Strategy):
             data_note = [f"data: {k} classes, {len(bundle.train) / max(1, k):.0f} train and "
                          f"{n_val / max(1, k):.0f} val images per class"]
         table: list[str] = []
+        trials: list = []
         winner = None
         if not has_source_weights(model):
             chosen = _prefer(names, FALLBACK_NO_WEIGHTS, found, "full")
@@ -199,11 +182,12 @@ class Auto(Strategy):
         else:
             from .auto_halving import halve  # lazy: the trials import torch
 
-            winner, why, table = halve(self, model, groups, job, found, eta=eta, rungs=rungs,
-                                       budget=budget, factor=factor, lr_mode=p["lr"])
+            winner, why, table, trials = halve(ctx, starts_frozen, model, groups, job, found,
+                                               eta=eta, rungs=rungs, budget=budget,
+                                               factor=factor, lr_mode=p["lr"])
             chosen, lr = winner.strategy, winner.lr
         entry = next(f for f in found if f[0] == chosen)
-        plan = self.delegate(entry, model, groups, lr)
+        plan = self.delegate(entry, model, groups, lr, ctx)
         start = _reuse_trial(winner, entry, plan, model, reuse) if winner is not None else None
         if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none" \
                 and bundle is not None and _set_train_transform(bundle):
@@ -216,24 +200,26 @@ class Auto(Strategy):
         if entry[5]:  # the winner's own head replaces the job's before training
             plan.notes.insert(0, f"head '{entry[5][0].replaces or 'default'}' → "
                               f"'{entry[5][0].head}' (model change: this strategy's own head)")
-        skipped = (["not candidates: " + "; ".join(f"{k} ({v})"
-                                                     for k, v in self.last_skipped.items())]
-                   if self.last_skipped else [])
+        not_candidates = (["not candidates: " + "; ".join(f"{k} ({v})"
+                                                            for k, v in skipped.items())]
+                          if skipped else [])
         notes = [f"auto chose '{chosen}'{at}: {why}", *([start] if start else []), *table,
-                 *skipped, *data_note,
+                 *not_candidates, *data_note,
                  *[f"{chosen}: {n}" for n in plan.notes]]
+        final_lr = lr if lr is not None else entry[3].train.lr
         return StrategyPlan(self.name, plan.phases, notes, model_changes=plan.model_changes,
-                            train_on=plan.train_on)
+                            train_on=plan.train_on,
+                            choice=Choice(chosen, final_lr, trials, skipped))
 
     @staticmethod
-    def delegate(entry, model, groups, lr: float | None):
+    def delegate(entry, model, groups, lr: float | None, ctx: PlanContext | None = None):
         """The chosen strategy's own plan for the full run, at ``lr`` (None: its default)."""
         from .head_change import plan_with_changes  # lazy: imports torch
 
         _name, obj, _decl, sub, _where, changes = entry
         if lr is not None:
             sub = dataclasses.replace(sub, train=dataclasses.replace(sub.train, lr=lr))
-        plan = plan_with_changes(obj, model, groups, sub, changes)
+        plan = plan_with_changes(obj, model, groups, sub, changes, ctx)
         for phase in plan.phases:  # the run's train.lr is auto's job's: pin the chosen one
             if phase.lr is None and phase.steps == "gradient":
                 phase.lr = sub.train.lr

@@ -17,10 +17,9 @@ import time
 from .auto_trials import PAID, Candidate, TrialResult, Trials
 
 
-def _data(auto) -> tuple[dict, dict]:
+def _data(ctx) -> tuple[dict, dict]:
     """Labeled data by where candidates train, and the stream datasets."""
-    extra = auto._extra
-    bundle, source, target = extra["bundle"], extra.get("source_data"), extra.get("target_data")
+    bundle, source, target = ctx.data, ctx.source, ctx.target
     data = {"target": bundle}
     if source is not None and source.val is not None and len(source.val):
         data["source"] = source
@@ -58,15 +57,15 @@ def expand(found, trials: Trials | None, factor: float, lr_mode: str,
     return out
 
 
-def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: float,
-          factor: float, lr_mode: str):
-    """``(winner Candidate, why, table lines)``; ``auto.last_trials`` gets every candidate."""
+def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rungs: int,
+          budget: float, factor: float, lr_mode: str):
+    """``(winner Candidate, why, table lines, every Candidate)`` for the run ``ctx``
+    describes; ``starts_frozen``: strategy → its first phase freezes the backbone."""
     started = time.perf_counter()
-    data, streams = _data(auto)
-    trials = Trials(model, groups, job, data, auto._extra.get("device"), streams)
+    data, streams = _data(ctx)
+    trials = Trials(model, groups, job, data, ctx.device, streams, ctx)
     log: list[str] = []
     cands = expand(found, trials, factor, lr_mode, log)
-    auto.last_trials = cands
     epochs = job.train.epochs
     n_val = len(data["target"].val)
     if any(c.trains_on == "source" for c in cands):
@@ -75,7 +74,7 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
     measured = [_score(c, FULL, trials.run(c, epochs)) for c in cands if c.cost not in PAID]
     # paid candidates: successive halving among themselves, at equal budgets
     val_cost = validation_cost(data, cands)
-    paid = by_priority([c for c in cands if c.cost in PAID], auto.starts_frozen)
+    paid = by_priority([c for c in cands if c.cost in PAID], starts_frozen)
     kept = affordable(len(paid), epochs, eta, rungs, budget, val_cost)
     if kept < len(paid):  # the most likely ones stay; the rest are listed
         log.append(f"budget: {len(paid)} paid candidates, each trial's val pass costs "
@@ -111,7 +110,7 @@ def halve(auto, model, groups, job, found, *, eta: int, rungs: int, budget: floa
         if c is not winner:
             c.trained = None
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
-    return winner, why, table + log
+    return winner, why, table + log, cands
 
 
 def rank_rung(alive: list[Candidate], results: list[TrialResult], n_val: int) -> list[int]:

@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from zoo.engine.data import make_loader
 from zoo.engine.features import FeatureCache
 from zoo.engine.loop import fit
+from zoo.engine.runtime import Runtime
 from zoo.engine.lr_range import range_test
 
 from .head_change import plan_with_changes
@@ -50,6 +51,12 @@ class Candidate:
     @property
     def label(self) -> str:
         return self.strategy if self.lr is None else f"{self.strategy} @ {self.lr:.2g}"
+
+    def as_dict(self) -> dict:
+        """A trial's record for ``summary.json`` (``auto.trials``): scores by rung."""
+        return {"strategy": self.strategy, "lr": self.lr, "lr_from": self.lr_from,
+                "cost": self.cost, "trains_on": self.trains_on,
+                "scores": {str(r): list(s) for r, s in self.scores.items()}}
 
 
 @dataclasses.dataclass
@@ -102,8 +109,9 @@ def trial_job(job, epochs: int):
 class Trials:
     """Runs candidates on copies of ``model``; ``data`` maps "target"/"source" to bundles."""
 
-    def __init__(self, model, groups, job, data: dict, device, streams: dict):
+    def __init__(self, model, groups, job, data: dict, device, streams: dict, ctx=None):
         self.model, self.groups, self.job, self.data = model, groups, job, data
+        self.ctx = ctx  # the run's PlanContext: candidates plan with it
         self.device = device or torch.device("cpu")
         self.streams = streams            # stream name -> dataset (target_unlabeled, source)
         self.workers = job.data.num_workers
@@ -161,7 +169,7 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model).to(self.device)
             groups = copy.deepcopy(self.groups)
-            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
             cache = self.cache(cand.trains_on)
             backbone_changed = any(c.touches_backbone for c in plan.model_changes)
             frozen_so_far = {id(p): all(q.backbone_frozen() and q.steps == "gradient"
@@ -187,7 +195,8 @@ class Trials:
             for name, images in self.streams.items():
                 loaders[name] = make_loader(images, self._bs(images), True, self.job.seed + 1,
                                             self.workers, self.device.type)
-            state = fit(model, groups, plan, loaders, self.metrics, job, self.device,
+            state = fit(model, groups, plan, loaders, self.metrics, job,
+                        Runtime.for_job(job, self.device),
                         feature_loaders=feature_loaders, log=lambda *a, **k: None)
         rec = state.history[state.best_epoch - 1]["val"] if state.best_epoch else {}
         share = "" if fraction >= 1 else f" on {fraction:.0%} of train"
@@ -208,6 +217,6 @@ class Trials:
             torch.manual_seed(self.job.seed)
             model = copy.deepcopy(self.model)
             groups = copy.deepcopy(self.groups)
-            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes)
+            plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
             train = plain_view(b.train, b.val) if cand.cost == "cheap" else b.train
             return range_test(model, groups, plan, train, job, self.device, steps=steps)

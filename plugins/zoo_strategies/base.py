@@ -50,7 +50,7 @@ class Finetune(Strategy):
     def auto(self):  # one of auto's candidates: every layer trains
         return auto_candidate("full")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
 
         p = self.params(job)
@@ -71,7 +71,7 @@ class LinearProbe(Strategy):
     def auto(self):  # one of auto's candidates: the head on cached features
         return auto_candidate("cheap")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
 
         self.params(job)

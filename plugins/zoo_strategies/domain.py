@@ -45,7 +45,7 @@ class SourceOnly(Strategy):
     name = "source-only"
     defaults = {"backbone_lr_mult": "auto"}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: torch
 
         p = self.params(job)
@@ -70,7 +70,7 @@ class AdaBN(Strategy):
     def auto(self):
         return _auto("full")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.errors import ConfigError  # lazy: keeps this module's imports torch-free
         from zoo.strategy import (GroupSetting, Phase, StrategyPlan,  # lazy: imports torch
                                   all_groups, resolve_bn)
@@ -126,7 +126,7 @@ class DANN(Strategy):
     def auto(self):
         return _auto("full")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
 
         from .domain_terms import DANNTerm  # lazy: imports torch
@@ -153,7 +153,7 @@ class MCC(Strategy):
     def auto(self):
         return _auto("full")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
 
         from .domain_terms import MCCTerm  # lazy: imports torch

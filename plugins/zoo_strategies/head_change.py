@@ -21,6 +21,7 @@ import torch
 
 from zoo.errors import ConfigError
 from zoo.strategy import ModelChange
+from zoo.strategy_base import call_plan
 
 
 class ReplaceHead(ModelChange):
@@ -76,12 +77,12 @@ def _swapped(model, changes: list):
         model.head = old
 
 
-def plan_with_changes(strategy, model, groups, job, changes: list[Any]):
+def plan_with_changes(strategy, model, groups, job, changes: list[Any], ctx=None):
     """``strategy.plan`` on the model as ``changes`` leave it; the plan declares them first."""
     if not changes:
-        return strategy.plan(model, groups, job)
+        return call_plan(strategy, model, groups, job, ctx)
     with _swapped(model, changes):
-        plan = strategy.plan(model, groups, job)
+        plan = call_plan(strategy, model, groups, job, ctx)
     plan.model_changes = [*changes, *plan.model_changes]
     return plan
 

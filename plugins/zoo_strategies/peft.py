@@ -58,7 +58,7 @@ class _Selective(Strategy):
     def auto(self):
         return _auto_partial()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
         p = self.params(job)
@@ -100,7 +100,7 @@ class LoRA(Strategy):
     def auto(self):
         return _auto_partial()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
 
         from .adapter_budget import check_adapter_budget  # lazy: torch

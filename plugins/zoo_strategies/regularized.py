@@ -25,7 +25,7 @@ class L2SP(Strategy):
     name = "l2-sp"
     defaults = {"alpha": 0.1, "beta": 0.01, "backbone_lr_mult": "auto"}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         from .terms import L2SPTerm  # lazy: imports torch
@@ -49,7 +49,7 @@ class LwF(Strategy):
     name = "lwf"
     defaults = {"lam": 1.0, "temperature": 2.0, "backbone_lr_mult": "auto"}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         p = self.params(job)
@@ -79,21 +79,12 @@ class Joint(Strategy):
     name = "joint"
     defaults = {"lam": 1.0, "source_batch_size": "auto", "backbone_lr_mult": "auto"}
 
-    def __init__(self):
-        self._source = None
-        self._device_type = "cpu"
-
-    def prepare(self, source_data=None, device=None, **_ignored):
-        """Called by the runner before every plan: the source task's splits (or None)."""
-        self._source = source_data
-        self._device_type = getattr(device, "type", None) or "cpu"
-
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: imports torch
 
         p = self.params(job)
         lam = self.number(p, "lam", float, 0.0)
-        source = self._source
+        source = ctx.source if ctx is not None else None  # the source task's splits
         if source is None or job.source_data is None:
             raise ConfigError("strategy 'joint' trains on a source task too: give it with "
                               "`--source-data DATA` (a dataset name or folder; job key "
@@ -108,7 +99,7 @@ class Joint(Strategy):
         from .terms import JointSourceTerm  # lazy: imports torch
 
         loader = make_loader(source.train, bs, True, job.seed, job.source_data.num_workers,
-                             self._device_type)
+                             getattr(ctx.device, "type", None) or "cpu")
         term = JointSourceTerm(model.backbone.feature_dim, len(source.classes), loader, lam)
         src = job.source_data.path or job.source_data.name
         notes = [f"source task {src}: {n} train images, {len(source.classes)} classes, its own "

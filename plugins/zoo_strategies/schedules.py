@@ -26,7 +26,7 @@ class LpFt(Strategy):
     def auto(self):  # one of auto's candidates (its fine-tune phase trains every layer)
         return auto_candidate("full")
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, all_groups, resolve_bn
 
@@ -68,7 +68,7 @@ class GradualUnfreeze(Strategy):
     name = "gradual-unfreeze"
     defaults = {"epochs_per_stage": 1, "backbone_lr_mult": "auto"}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 
@@ -113,7 +113,7 @@ class Partial(Strategy):
     name = "partial"
     defaults = {"k": 1, "backbone_lr_mult": "auto"}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 
@@ -142,7 +142,7 @@ class LayerDecay(Strategy):
     name = "layer-decay"
     defaults = {"decay": 0.7}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         # lazy: imports torch
         from zoo.strategy import GroupSetting, Phase, StrategyPlan, resolve_bn
 

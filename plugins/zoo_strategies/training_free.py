@@ -54,7 +54,7 @@ class _Fitted(Strategy):
     def auto(self):
         return _auto_free()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
 
         self.params(job)
@@ -102,7 +102,7 @@ class ZeroShot(Strategy):
     def auto(self):
         return _auto_free()
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         from zoo.engine.text_head import require_text_head, require_text_tower  # lazy: torch
         from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
 
@@ -133,7 +133,7 @@ class WiseFt(Strategy):
     name = "wise-ft"
     defaults = {"alpha": 0.5, "templates": "imagenet80", "backbone_lr_mult": 1.0}
 
-    def plan(self, model, groups, job):
+    def plan(self, model, groups, job, ctx=None):
         """Three phases: ``zero-shot`` (steps none: the text head; the zero-shot weights θ₀
         are kept), ``finetune`` (every group, ``train.epochs``), ``wise`` (steps none:
         θ = (1 − α)·θ₀ + α·θ₁ over every floating-point tensor; Wortsman et al., CVPR 2022)."""

@@ -21,6 +21,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from zoo import settings
 from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
 from zoo.weights.local import hf_cached_file
 from zoo.weights.network import offline_reason, unreachable_message, url_reachable
@@ -239,7 +240,7 @@ def _weights_source(name: str, arch: str) -> tuple[dict | None, str | None]:
 
         if (offline_reason() or "").startswith("HF_HUB_OFFLINE") and _hf_client_offline():
             return None, None  # the offline HF client answers from its cache or fails fast
-        return None, os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        return None, settings.text("HF_ENDPOINT", "https://huggingface.co")
     if url:
         cached = _torch_hub_cached_file(url)
         if cached and plain_load:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from zoo.api import get_catalog
+from zoo.api import check_environment, get_catalog, setting_flag
 from zoo.cli import output, quick_exit
 from zoo.cli.output import fail
 from zoo.errors import ZooError, one_line
@@ -93,7 +93,12 @@ def _check_working_directory() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    output.DEBUG = DEBUG = "--debug" in args or os.environ.get("ZOO_DEBUG") == "1"
+    try:  # a malformed variable (ZOO_FAULT included) is a one-line error, exit 2
+        check_environment()
+        debug_env = setting_flag("ZOO_DEBUG")
+    except ZooError as exc:
+        fail(str(exc))
+    output.DEBUG = DEBUG = "--debug" in args or debug_env
     if "--debug" in args:  # accepted before or after the subcommand
         args = [a for a in args if a != "--debug"]
     _check_working_directory()

@@ -36,8 +36,17 @@ def exit_code(code) -> int:
     return 1
 
 
+def _normal_exit_asked() -> bool:
+    from zoo.api import setting_flag  # lazy: zoo.api is loaded by then; keeps this module bare
+
+    try:
+        return setting_flag("ZOO_NORMAL_EXIT")
+    except Exception:  # noqa: BLE001 - at exit a malformed value means "not asked"
+        return False
+
+
 def can_exit_now() -> bool:
-    return os.environ.get("ZOO_NORMAL_EXIT") != "1" and "LOCAL_RANK" not in os.environ
+    return not _normal_exit_asked() and "LOCAL_RANK" not in os.environ
 
 
 def _lingering() -> list:

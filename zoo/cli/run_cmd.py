@@ -182,7 +182,7 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
                                    "finetune`; `zoo list` shows models)")
         tree = flags_tree(cat, strategy=strategy, **flags)
         job = load_job(model, config=config, preset=preset, flags=tree, sets=list(sets),
-                       registry=cat.registry)
+                       registry=cat.registry, catalog=cat)
     assert isinstance(job, JobSpec)
     if not plan_only and not resume:
         check_out_dir(job.out)  # a file or a read-only place: one line before any work

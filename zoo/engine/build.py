@@ -9,7 +9,8 @@ from typing import Any
 from zoo.backbones import TransferModel, build_layer_groups
 from zoo import contracts
 from zoo.errors import ConfigError
-from zoo.strategy import validate_plan
+from zoo.plan import PlanContext, validate_plan
+from zoo.strategy_base import call_plan
 from zoo.weights.resolve import resolve_and_load
 
 
@@ -45,13 +46,15 @@ def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     return BuiltModel(model, ref, weights, groups, int(size))
 
 
-def make_plan(catalog, job, built: BuiltModel, extra: dict | None = None):
+def make_plan(catalog, job, built: BuiltModel, ctx: PlanContext | None = None):
+    """The job's strategy's plan for ``built``, given the run's :class:`PlanContext`."""
     comp = catalog.get("strategies", job.strategy.name)
     strategy = comp.obj
-    if hasattr(strategy, "prepare"):  # every time: no state left from an earlier run
-        strategy.prepare(**(extra or {}))
-    args = (built.model, built.groups, job)
-    plan = contracts.check_plan(comp, contracts.check_plan_callable(comp, strategy, args)(*args))
+    ctx = ctx if ctx is not None else PlanContext(catalog=catalog)
+    args = (built.model, built.groups, job, ctx)
+    contracts.check_plan_callable(comp, strategy, args)  # 4 arguments, or the old 3
+    plan = contracts.check_plan(comp, call_plan(strategy, built.model, built.groups, job,
+                                                ctx, comp.plugin))
     validate_plan(plan, built.groups)
     return plan
 

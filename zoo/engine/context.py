@@ -1,21 +1,3 @@
-"""The run context: what observers (``on_epoch_end``/``on_run_end``) and a run's pieces share."""
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
-
-
-@dataclass
-class RunContext:
-    """What observers (``on_epoch_end``/``on_run_end``) and the pieces of a run share."""
-
-    job: Any
-    dir: Path | None
-    catalog: Any
-    rank: int = 0
-    world_size: int = 1
-    warnings: list = field(default_factory=list)
-    log: Callable = print
-    #: the run's warn(message): recorded in summary.json's warnings, printed even with -q
-    warn: Callable | None = None
+"""The run context, kept at this path for imports that name it here: the class lives in the
+contract layer (:mod:`zoo.run_context`), where the hook specs name it."""
+from zoo.run_context import RunContext  # noqa: F401

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from zoo import settings
 from zoo.errors import ConfigError, TrainingError, ZooError
 
 TIMEOUT_ENV = "ZOO_DIST_TIMEOUT"
@@ -51,18 +52,12 @@ _live: list = []  # the DDP wrapper of the phase in progress (unhooked when the 
 # -- where am I ----------------------------------------------------------------------------
 def launched() -> bool:
     """True in a process that torchrun started as one of several ranks."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
+    return settings.integer("WORLD_SIZE", 1) > 1
 
 
 def env_rank() -> int:
     """This process's rank from the environment (0 outside torchrun); needs no process group."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    return settings.integer("RANK", 0)
 
 
 def active() -> bool:
@@ -84,22 +79,14 @@ def is_main() -> bool:
 
 
 def timeout_seconds() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT
-    except ValueError:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds, e.g. 300") \
-            from None
-    if value <= 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: must be positive")
-    return value
+    return settings.seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 
 
 def local_device(device: torch.device) -> torch.device:
     """Under torchrun a CUDA device means ``cuda:LOCAL_RANK`` (one GPU per rank)."""
     if device.type != "cuda" or not launched():
         return device
-    index = int(os.environ.get("LOCAL_RANK", "0"))
+    index = settings.integer("LOCAL_RANK", 0)
     if index >= torch.cuda.device_count():
         raise ConfigError(f"LOCAL_RANK {index} but this node has {torch.cuda.device_count()} "
                           "CUDA device(s): start at most one process per GPU "
@@ -354,7 +341,7 @@ def wrap_phase(model, phase, cached: bool, with_features: bool):
         return module  # nothing to average (a phase of parameter-free loss terms)
     device = next(model.parameters()).device
     find_unused = (bool(getattr(phase, "find_unused_parameters", False))
-                   or os.environ.get(FIND_UNUSED_ENV) == "1")
+                   or settings.flag(FIND_UNUSED_ENV))
     ddp = nn.parallel.DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused)

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from zoo.errors import CheckpointError, RunInterrupted
-from zoo.io import atomic
-from zoo.io.runfolder import SCHEMA
 
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
                  if hasattr(signal, n))
@@ -107,16 +105,30 @@ class RunRecord:
 
     main: bool = True
     resume: str | None = None
-    run_dir: Path | None = None
-    summary: dict | None = None
+    writer: Any = None  # the run folder's RunWriter, once there is a folder
     ctx: Any = None
     stage: str = ""
     started: float = field(default_factory=time.perf_counter)
-    completed: bool = False
     warn: Callable[[str], None] = lambda msg: None
     flush: Callable[[], None] = lambda: None  # write a checkpoint held back by pacing
     restore_threads: int | None = None  # torch's thread count before the run set its own
     _lock_fd: int | None = None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.writer.dir if self.writer is not None else None
+
+    @property
+    def completed(self) -> bool:
+        """The final summary is written: an interrupt now keeps the completed result."""
+        return self.writer is not None and self.writer.completed
+
+    def open_folder(self, writer) -> None:
+        """The run's folder from now on: locked (rank 0), written by ``writer`` (its one
+        :class:`zoo.engine.run_writer.RunWriter`)."""
+        if self.main:
+            self.lock(writer.dir)  # one process per run folder
+        self.writer = writer
 
     # -- the lock ----------------------------------------------------------------------------
     def lock(self, run_dir: Path) -> None:
@@ -144,20 +156,18 @@ class RunRecord:
 
     # -- leaving early -----------------------------------------------------------------------
     def _write(self, status: str, run_end: Callable[[dict], None], **extra) -> None:
-        if not self.main or self.run_dir is None or self.completed:
+        """``status`` in summary.json (through the run's one writer), then ``on_run_end``; a
+        refused or interrupted resume keeps the run's own summary."""
+        if not self.main or self.writer is None or self.completed:
             return
-        summary = self.summary
+        seconds = round(time.perf_counter() - self.started, 3)
+        try:
+            summary = self.writer.finish(status, seconds=seconds, **extra)
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            self.warn(f"could not write summary.json: {exc}")
+            summary = self.writer.summary
         if summary is None:
-            if self.resume:  # a refused or interrupted resume keeps the run's own summary
-                return
-            summary = {"schema": SCHEMA, "run_dir": str(self.run_dir)}
-        summary.update(status=status, seconds=round(time.perf_counter() - self.started, 3),
-                       **extra)
-        with signals_deferred():
-            try:
-                atomic.write_json(self.run_dir / "summary.json", summary)
-            except Exception as exc:  # noqa: BLE001 - the original error matters more
-                self.warn(f"could not write summary.json: {exc}")
+            return
         try:
             run_end(summary)
         except Exception as exc:  # noqa: BLE001

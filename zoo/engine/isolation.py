@@ -98,11 +98,13 @@ def as_plugin_failure(exc: SystemExit, catalog, job, stage: str, blame) -> Plugi
 
 def rewrite_summary_if_warned(rec, summary: dict) -> None:
     """``on_run_end`` and the loggers (on their own thread) may warn after
-    ``summary.json`` is written: the file must still record every warning."""
-    if not (rec.main and rec.run_dir is not None and isinstance(summary, dict)
-            and summary.get("warnings")):
+    ``summary.json`` is written: the file must still record every warning (rewritten by the
+    run's one writer, :class:`zoo.engine.run_writer.RunWriter`)."""
+    writer = getattr(rec, "writer", None)
+    if not (rec.main and writer is not None and isinstance(summary, dict)
+            and summary.get("warnings") and writer.summary is summary):
         return
-    path = rec.run_dir / "summary.json"
+    path = writer.dir / "summary.json"
     try:
         written = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
@@ -111,6 +113,6 @@ def rewrite_summary_if_warned(rec, summary: dict) -> None:
         return  # not this summary's file (a refused resume keeps the run's own)
     if len(written.get("warnings") or []) != len(summary["warnings"]):
         try:
-            atomic.write_json(path, summary)
+            writer.finish(summary["status"])
         except (OSError, ZooError):
             pass  # the run's own result stands; the warning was printed

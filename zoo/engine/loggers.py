@@ -42,11 +42,6 @@ class _State:
         self.closed = False
 
 
-def unknown_loggers(catalog, names) -> list[str]:
-    """The names in ``names`` no installed plugin registered as a logger."""
-    return [n for n in dict.fromkeys(names or []) if not catalog.has("loggers", str(n))]
-
-
 def unknown_message(catalog, name: str) -> str:
     known = catalog.names("loggers")
     return (f"unknown logger '{name}'{did_you_mean(str(name), known)} "

@@ -69,6 +69,23 @@ def sweep_phase(plan, strategy: str):
     return next((p for p in gradient if p.lr is None), gradient[0])
 
 
+def _sweep_data(model, plan, phase, train, job, device, bs: int):
+    """``(loader, forward, cached)``: a frozen-backbone phase sweeps the head alone on
+    features from one backbone pass; any other phase runs the model on images."""
+    cached = phase.backbone_frozen() and not plan.model_changes and not any(
+        getattr(t, "needs_features", True) for t in phase.loss_terms)
+    if not cached:
+        loader = make_loader(train, bs, True, job.seed, job.data.num_workers, device.type)
+        return loader, model, False
+    feats, labels = extract_features(
+        model.backbone, make_loader(train, bs, False, job.seed, job.data.num_workers,
+                                    device.type), device, job.train.precision)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(feats, labels), batch_size=bs, shuffle=True,
+        generator=torch.Generator().manual_seed(job.seed))
+    return loader, model.head, True
+
+
 def range_test(model, groups, plan, train, job, device, *, start_lr: float = 1e-7,
                end_lr: float = 10.0, steps: int = 100, diverge: float = 4.0) -> dict:
     """Sweep ``model`` (a copy: it is trained) on the dataset ``train``; the sweep's record.
@@ -84,19 +101,7 @@ def range_test(model, groups, plan, train, job, device, *, start_lr: float = 1e-
         notes.append(f"phase '{phase.name}' sets its own lr ({phase.lr:g}); the sweep scales it")
     model = model.to(device)
     bs = max(1, min(job.train.batch_size, len(train)))
-    cached = phase.backbone_frozen() and not plan.model_changes and not any(
-        getattr(t, "needs_features", True) for t in phase.loss_terms)
-    if cached:  # the head alone trains: sweep it on features from one backbone pass
-        feats, labels = extract_features(
-            model.backbone, make_loader(train, bs, False, job.seed, job.data.num_workers,
-                                        device.type), device, job.train.precision)
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(feats, labels), batch_size=bs, shuffle=True,
-            generator=torch.Generator().manual_seed(job.seed))
-        forward = model.head
-    else:
-        loader = make_loader(train, bs, True, job.seed, job.data.num_workers, device.type)
-        forward = model
+    loader, forward, cached = _sweep_data(model, plan, phase, train, job, device, bs)
     terms = [] if phase.streams else list(phase.loss_terms)
     if phase.streams:
         notes.append(f"phase '{phase.name}' reads {', '.join(phase.streams)}: the sweep "

@@ -80,14 +80,6 @@ def init_head_from_text(model, classes: list, job, templates=None, log=None) -> 
     return info
 
 
-def check_head_init(model, job) -> None:
-    """``head.init: text`` is possible for this model (``--plan`` calls it: no text encoded)."""
-    if getattr(job.head, "init", "random") == "text":
-        require_text_tower(model.backbone, "head.init=text")
-        require_text_head(model.head, job.head.name)
-        load_templates(job.head.templates)
-
-
 def apply_head_init(model, classes: list, job, log=None) -> dict | None:
     """What the pipeline calls after building the model: ``head.init: text`` → the text
     head; ``random`` → nothing (``None``)."""

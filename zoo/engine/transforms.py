@@ -47,8 +47,3 @@ def build_transform(cfg: PretrainedConfig, image_size: int, augment: str, train:
     steps += [v2.ToDtype(torch.float32, scale=True),
               v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
     return v2.Compose(steps)
-
-
-def is_deterministic(augment: str, train: bool) -> bool:
-    """True when the split's transform has no randomness (features can be cached)."""
-    return not train or augment == "none"

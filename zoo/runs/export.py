@@ -21,7 +21,6 @@ needs to feed the model: classes, image size, channels, mean/std, interpolation.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -251,10 +250,6 @@ def run_onnx(path: str | Path, inputs):
     model = onnx.load(str(path))
     ev = ReferenceEvaluator(model)
     return ev.run(None, {model.graph.input[0].name: x})[0]
-
-
-def read_sidecar(path: str | Path) -> dict:
-    return json.loads(Path(path).with_suffix(".json").read_text())
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:

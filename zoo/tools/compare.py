@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import re
 import statistics
 import time
 from datetime import datetime, timezone
@@ -34,10 +33,10 @@ from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.errors import ConfigError, RunInterrupted, ZooError
 from zoo.jobspec import deep_merge
-from zoo.layering import complete_job, load_job
+from zoo.layering import load_job
 from zoo.tools.compare_report import leaderboard_csv, plot_compare
 from zoo.tools.compare_soup import add_soup_rows
-from zoo.tools.lr_find import record_in_summary, resolve_auto_lr
+from zoo.tools.lr_find import resolve_auto_lr
 
 SCHEMA = 1
 
@@ -89,22 +88,12 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     # one job with the common settings: base seed, output folder, the ranking metric
     common = [s for s in (sets or []) if ":" not in s.partition("=")[0]]
     base = load_job(model, config=config, preset=preset, flags=flags, sets=common,
-                    registry=catalog.registry)
-    if isinstance(seeds, int):
-        bounded_int(seeds, "--seeds", 1, MAX_SEEDS, "every seed is a whole training run "
-                    "per strategy; pass a list of seeds for more control")
-        seed_list = [base.seed + i for i in range(seeds)]
-    else:
-        seed_list = list(dict.fromkeys(int(s) for s in seeds))
-        if not seed_list:
-            raise ConfigError("compare needs at least one seed")
-        bounded_int(len(seed_list), "the number of seeds", 1, MAX_SEEDS)
-    if any(not 0 <= s < 2**32 for s in seed_list):
-        raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
+                    registry=catalog.registry, catalog=catalog)
+    seed_list = seed_list_of(seeds, base.seed)
     check_strategies(catalog, strategies, lambda strategy: load_job(
         model, config=config, preset=preset,
         flags=deep_merge(flags, {"strategy": {"name": strategy}}),
-        sets=per_strategy_sets[strategy], registry=catalog.registry))
+        sets=per_strategy_sets[strategy], registry=catalog.registry, catalog=catalog))
     out_dir = Path(out or base.out)
     name = name or base.name
     arch = base.model.split(":")[-1]
@@ -150,6 +139,28 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     result["status"] = "completed"
     result["seconds"] = round(time.perf_counter() - started, 3)
     _finish(result, catalog, metric, mode, partial=False)
+    _write_finished(result, cmp_dir)
+    return result
+
+
+def seed_list_of(seeds: int | list[int], base_seed: int) -> list[int]:
+    """``--seeds``: a count (``base, base+1, ...``) or a list; each in ``0..2**32-1``."""
+    if isinstance(seeds, int):
+        bounded_int(seeds, "--seeds", 1, MAX_SEEDS, "every seed is a whole training run "
+                    "per strategy; pass a list of seeds for more control")
+        seed_list = [base_seed + i for i in range(seeds)]
+    else:
+        seed_list = list(dict.fromkeys(int(s) for s in seeds))
+        if not seed_list:
+            raise ConfigError("compare needs at least one seed")
+        bounded_int(len(seed_list), "the number of seeds", 1, MAX_SEEDS)
+    if any(not 0 <= s < 2**32 for s in seed_list):
+        raise ConfigError(f"--seeds: every seed must be in 0..{2**32 - 1}, got {seed_list}")
+    return seed_list
+
+
+def _write_finished(result: dict, cmp_dir: Path) -> None:
+    """compare.json, compare.csv and compare.png of a finished comparison."""
     atomic.write_json(cmp_dir / "compare.json", result)
     atomic.write_text(cmp_dir / "compare.csv", leaderboard_csv(result))
     try:
@@ -157,7 +168,6 @@ def compare(model: str, strategies: list[str], *, seeds: int | list[int] = 1,
     except Exception as exc:  # a picture must never lose a finished comparison
         result.setdefault("warnings", []).append(f"could not draw compare.png: {exc}")
         atomic.write_json(cmp_dir / "compare.json", result)
-    return result
 
 
 def check_strategies(catalog, strategies: list[str], job_of: Callable) -> None:
@@ -176,10 +186,10 @@ def _warm_up(model, strategy, flags, sets, config, preset, catalog, load_job, de
     try:
         job = load_job(model, config=config, preset=preset,
                        flags=deep_merge(flags, {"strategy": {"name": strategy}}), sets=sets,
-                       registry=catalog.registry)
+                       registry=catalog.registry, catalog=catalog)
         if job.strategy.name == "auto":  # its plan runs trials: plan a fine-tune instead
             job = load_job(model, config=config, preset=preset, flags=flags,
-                           registry=catalog.registry)
+                           registry=catalog.registry, catalog=catalog)
         plan_job(job, catalog)
     except Exception:  # the run itself will record the problem in its row
         pass
@@ -199,20 +209,18 @@ def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalo
         job = load_job(model, config=config, preset=preset,
                        flags=deep_merge(flags, {"strategy": {"name": strategy}, "seed": seed,
                                                 "out": str(cmp_dir), "name": run_name}),
-                       sets=sets, registry=catalog.registry)
+                       sets=sets, registry=catalog.registry, catalog=catalog)
         found = None
         if job.train.lr == "auto":  # --lr auto: this strategy's LR range test, once
             if strategy not in (lr_found if lr_found is not None else {}):
-                resolved, rec = resolve_auto_lr(complete_job(job, catalog), catalog, log)
+                resolved, rec = resolve_auto_lr(job, catalog, log)
                 if lr_found is not None:
                     lr_found[strategy] = (resolved, rec)
             else:
                 resolved, rec = lr_found[strategy]
             job = dataclasses.replace(job, train=resolved.train, strategy=resolved.strategy)
             found = row["lr_find"] = rec
-        summary = run(job, catalog, quiet=True, on_plan=plan_seen.update)
-        if found is not None:
-            record_in_summary(summary, found)
+        summary = run(job, catalog, quiet=True, on_plan=plan_seen.update, lr_find=found)
     except RunInterrupted:
         raise  # Ctrl-C / SIGTERM stops the whole comparison, not just this run
     except ZooError as exc:
@@ -233,16 +241,16 @@ def _one_run(model, strategy, seed, flags, sets, config, preset, cmp_dir, catalo
         splits = cmp_dir / run_name / "splits.json"
         if splits.is_file():
             row["splits_sha256"] = hashlib.sha256(splits.read_bytes()).hexdigest()
+        # what auto chose: the run folder's summary says it ("auto": {"chosen", "lr", ...})
+        choice = (rundir.read_summary(cmp_dir / run_name) or {}).get("auto")
+        if isinstance(choice, dict) and choice.get("chosen"):
+            row["chosen"] = choice["chosen"]
     if plan_seen:
         phases = plan_seen.get("phases", [])
         row["phases"] = [{"name": p["name"], "epochs": p["epochs"],
                           "trainable_params": p["trainable_params"]} for p in phases]
         row["trainable_params"] = max((p["trainable_params"] for p in phases), default=None)
         row["notes"] = list(plan_seen.get("notes", []))
-        for note in row["notes"]:
-            m = re.match(r"auto chose '([^']+)'", note)
-            if m:
-                row["chosen"] = m.group(1)
     return row
 
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 from zoo.catalog import get_catalog
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
 from zoo.jobspec import TrainSpec
+from zoo.plan import PlanContext
 from zoo.layering import load_job
 
 SCHEMA = 1
@@ -62,8 +62,9 @@ def _sweep(catalog, job, warnings: list, **sweep) -> tuple[dict, object]:
     prep = prepare(catalog, job, warnings)
     built = prep.built
     device = pick_device(job.device)
-    plan = make_plan(catalog, job, built, {"bundle": prep.bundle, "device": device,
-                                           "source_data": prep.source, "catalog": catalog})
+    plan = make_plan(catalog, job, built, PlanContext(data=prep.bundle, device=device,
+                                                      catalog=catalog, source=prep.source,
+                                                      target=prep.target))
     streams = any(p.streams for p in plan.phases)
     bundle = prep.source if streams and prep.source is not None else prep.bundle
     result = range_test(built.model, built.groups, plan, bundle.train, job, device, **sweep)
@@ -82,7 +83,7 @@ def lr_find(model: str | None = None, *, flags: dict | None = None,
     check_range(start_lr, end_lr, steps, diverge)
     catalog = catalog or get_catalog()
     job = load_job(model, config=config, preset=preset, flags=dict(flags or {}),
-                   sets=list(sets or []), registry=catalog.registry)
+                   sets=list(sets or []), registry=catalog.registry, catalog=catalog)
     if job.train.lr == "auto":  # the sweep decides the LR; the base LR it scales is 1
         job = _with_lr(job, 1.0)
     started = time.perf_counter()
@@ -145,15 +146,6 @@ def resolve_auto_lr(job, catalog=None, log: Callable | None = None, *, steps: in
     log(f"--lr auto: LR range test for {job.strategy.name} ({found['steps']} steps, "
         f"{start_lr:g}..{end_lr:g}) suggests lr {lr:.3g} ({found['rule']})")
     return _with_lr(job, lr), record
-
-
-def record_in_summary(summary: dict, found: dict) -> None:
-    """Add ``found`` (``--lr auto``'s sweep) to a finished run's ``summary.json`` as
-    ``lr_find``; ``job.yaml`` already holds the LR it chose."""
-    summary["lr_find"] = found
-    run_dir = summary.get("run_dir")
-    if run_dir and (Path(run_dir) / "summary.json").is_file():
-        atomic.write_json(Path(run_dir) / "summary.json", summary)
 
 
 def _plot(result: dict, path) -> None:

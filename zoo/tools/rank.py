@@ -95,7 +95,7 @@ def rank(models, *, metric: str = "logme", flags: dict | None = None,
         catalog.resolve_model(name)
     flags = dict(flags or {})
     base = load_job(candidates[0][0], config=config, preset=preset, flags=flags,
-                    sets=list(sets or []), registry=catalog.registry)
+                    sets=list(sets or []), registry=catalog.registry, catalog=catalog)
     folder = rundir.new_run_dir(base.out, base.name or
                                 f"rank-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}",
                                 "rank", "rank")
@@ -158,7 +158,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         from zoo.jobspec import deep_merge  # lazy: optional dependency (zoo)
 
         job = load_job(name, config=config, preset=preset, flags=deep_merge(flags, over),
-                       sets=list(sets or []), registry=catalog.registry)
+                       sets=list(sets or []), registry=catalog.registry, catalog=catalog)
         ref = catalog.resolve_model(job.model)
         row["model"] = ref.full
         warnings: list[str] = []
@@ -171,13 +171,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         size = int(job.data.image_size or backbone.pretrained_cfg.input_size)
         row["image_size"] = size
         # the splits are loaded once for every candidate; each sees them through its transform
-        key = (repr(job.data), job.seed)
-        if splits is None or key not in splits:
-            raw = load_splits(catalog, job.data, job.seed)
-            if splits is not None:
-                splits[key] = raw
-        else:
-            raw = splits[key]
+        raw = _splits_once(catalog, job, splits)
         bundle = eval_view(raw, backbone.pretrained_cfg, size)
         device = pick_device(job.device)
         backbone.to(device).eval()
@@ -202,19 +196,7 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         if not torch.isfinite(train_x).all():
             raise ZooError(f"{ref.full} gave NaN/inf features")
         row["logme"] = tr.logme(train_x, train_y)
-        if backbone.source_classifier is not None:
-            with torch.no_grad():
-                logits = backbone.source_logits(train_x.to(device)).float().cpu()
-            probs = tr.softmax(logits)
-            row["source_classes"] = int(probs.shape[1])
-            row["leep"] = tr.leep(probs, train_y)
-            row["nce"] = tr.nce(probs, train_y)
-            if row["weights"] in ("none", "random-init"):
-                row["notes"].append("leep/nce from a randomly initialised source classifier")
-        else:
-            why = getattr(backbone, "no_source_reason", None)  # e.g. a CLIP model's
-            row["notes"].append("no source classifier: leep/nce not applicable"
-                                + (f" ({why})" if why else ""))
+        _source_scores(row, backbone, train_x, train_y, device)
         row["knn"] = tr.knn_accuracy(train_x, train_y, held_x, held_y, k=knn_k)
         row["probe"] = tr.probe_accuracy(train_x, train_y, held_x, held_y)
     except RunInterrupted:
@@ -229,6 +211,38 @@ def _score_one(name, weights, base, flags, sets, config, preset, catalog, knn_k,
         if row[m] is not None and not _finite(row[m]):
             row[m] = None
     return row
+
+
+def _splits_once(catalog, job, splits: dict | None):
+    """The job's raw splits, loaded once per (data, seed) for every candidate."""
+    key = (repr(job.data), job.seed)
+    if splits is not None and key in splits:
+        return splits[key]
+    raw = load_splits(catalog, job.data, job.seed)
+    if splits is not None:
+        splits[key] = raw
+    return raw
+
+
+def _source_scores(row: dict, backbone, train_x, train_y, device) -> None:
+    """LEEP and NCE from the backbone's source classifier (a note when it has none)."""
+    import torch  # lazy: torch
+
+    from zoo.tools import transferability as tr  # lazy: imports numpy
+
+    if backbone.source_classifier is None:
+        why = getattr(backbone, "no_source_reason", None)  # e.g. a CLIP model's
+        row["notes"].append("no source classifier: leep/nce not applicable"
+                            + (f" ({why})" if why else ""))
+        return
+    with torch.no_grad():
+        logits = backbone.source_logits(train_x.to(device)).float().cpu()
+    probs = tr.softmax(logits)
+    row["source_classes"] = int(probs.shape[1])
+    row["leep"] = tr.leep(probs, train_y)
+    row["nce"] = tr.nce(probs, train_y)
+    if row["weights"] in ("none", "random-init"):
+        row["notes"].append("leep/nce from a randomly initialised source classifier")
 
 
 def _finite(v) -> bool:
@@ -263,7 +277,7 @@ def _validate(result, n, strategy, base, flags, sets, config, preset, catalog, f
         try:
             job = load_job(r["model"], config=config, preset=preset,
                            flags=deep_merge(flags, over), sets=list(sets or []),
-                           registry=catalog.registry)
+                           registry=catalog.registry, catalog=catalog)
             summary = run(job, catalog, quiet=True)
             r["validation"] = {"strategy": strategy, "run_dir": summary["run_dir"],
                                "accuracy": summary["test"].get("accuracy"),

@@ -251,15 +251,11 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     from zoo.weights.resolve import resolve_and_load  # lazy: imports torch
 
     log = log or (lambda msg: None)
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r}: use train, val or test")
-    if max_images < 10:
-        raise ConfigError(f"--max-images must be at least 10 (the domain classifier is "
-                          f"cross-validated), got {max_images}")
+    _check_args(split, max_images)
     catalog = catalog or get_catalog()
     job = load_job(model, config=config, preset=preset,
                    flags=deep_merge(dict(flags or {}), {"data": dict(source)}),
-                   sets=list(sets or []), registry=catalog.registry)
+                   sets=list(sets or []), registry=catalog.registry, catalog=catalog)
     target_spec = DataSpec(**{**{k: v for k, v in vars(job.data).items()
                                  if k not in ("name", "path", "params")},
                               "name": target["name"], "path": target.get("path"),
@@ -289,11 +285,7 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     src_x, src_layers = _embed(backbone, src_ds, groups, device, bs, job)
     tgt_x, tgt_layers = _embed(backbone, tgt_ds, groups, device, bs, job)
     pooled = score(src_x, tgt_x, job.seed)
-    per_layer = []
-    for gname, _ in groups:
-        if gname in src_layers and gname in tgt_layers:
-            per_layer.append({"group": gname, "dim": int(src_layers[gname].shape[1]),
-                              **score(src_layers[gname], tgt_layers[gname], job.seed)})
+    per_layer = _layer_scores(groups, src_layers, tgt_layers, job.seed)
     names = (_describe(job.data), _describe(target_spec))
     folder = rundir.new_run_dir(job.out, job.name or
                                 f"shift-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}",
@@ -317,6 +309,21 @@ def measure_shift(model: str, *, source: dict, target: dict, flags: dict | None 
     result["seconds"] = round(time.perf_counter() - started, 3)
     atomic.write_json(folder / "shift.json", result)
     return result
+
+
+def _check_args(split: str, max_images: int) -> None:
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split {split!r}: use train, val or test")
+    if max_images < 10:
+        raise ConfigError(f"--max-images must be at least 10 (the domain classifier is "
+                          f"cross-validated), got {max_images}")
+
+
+def _layer_scores(groups, src_layers: dict, tgt_layers: dict, seed: int) -> list[dict]:
+    """The gap scores of each layer group's pooled activations (both domains have it)."""
+    return [{"group": gname, "dim": int(src_layers[gname].shape[1]),
+             **score(src_layers[gname], tgt_layers[gname], seed)}
+            for gname, _ in groups if gname in src_layers and gname in tgt_layers]
 
 
 def _describe(spec) -> str:

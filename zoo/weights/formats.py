@@ -4,18 +4,18 @@ the :class:`ResolvedWeights` record that every source of weights returns.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from pickle import UnpicklingError
 
+from zoo import settings
 from zoo.errors import CheckpointError, WeightsError
 from zoo.io.regular import not_regular
 
 
 def zoo_home() -> Path:
-    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+    return settings.zoo_home()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -19,13 +19,14 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-_TRUE = {"1", "true", "yes", "on"}
+from zoo import settings
+
 _probe_cache: dict[tuple[str, int], bool] = {}
 _lock = threading.Lock()
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    return settings.flag(name)
 
 
 def offline_reason() -> str | None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zoo import settings
 from zoo.errors import MissingDependencyError
 from zoo.engine.loggers import flatten  # noqa: F401 (re-exported)
 from zoo.hookspecs import hookimpl
@@ -37,13 +38,13 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
 
 
 def zoo_home() -> Path:
-    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+    return settings.zoo_home()
 
 
 def tracking_uri() -> str:
     """Where runs are recorded: ``$ZOO_MLFLOW_TRACKING_URI``, ``$MLFLOW_TRACKING_URI``, or a
     sqlite database under ``$ZOO_HOME`` (current MLflow refuses plain file stores)."""
-    uri = os.environ.get("ZOO_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = settings.text("ZOO_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     return f"sqlite:///{(zoo_home() / 'mlflow' / 'mlflow.db').resolve()}"
@@ -90,7 +91,7 @@ class MlflowLogger:
             self.client.update_run(self.run_id, status="RUNNING")
 
     def _experiment_id(self) -> str:
-        name = os.environ.get("ZOO_MLFLOW_EXPERIMENT") or EXPERIMENT
+        name = settings.text("ZOO_MLFLOW_EXPERIMENT", EXPERIMENT)
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id

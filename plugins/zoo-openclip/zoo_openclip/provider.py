@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 
+from zoo import settings
 from zoo.errors import UnknownComponentError, WeightsError, did_you_mean, one_line
 from zoo.weights.local import hf_cached_file
 from zoo.weights.network import offline_reason, unreachable_message, url_reachable
@@ -241,7 +242,7 @@ def _safe_alternatives(filename: str) -> list[str]:
 def _check_network(cfg: dict, name: str) -> None:
     """Fail fast (well under a second offline) when the download could not work."""
     parts = _hf_parts(cfg)
-    url = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co") if parts else cfg.get("url")
+    url = settings.text("HF_ENDPOINT", "https://huggingface.co") if parts else cfg.get("url")
     if not url:
         raise WeightsError(f"open_clip has no download location for {name} — use "
                            "`--weights none` or `zoo weights import FILE`")

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from zoo.errors import ConfigError
+from zoo.plan import PlanContext
+from zoo.strategy_base import call_plan
 from zoo.kit.testing.components import HEAVY_MODULES, _fail, tiny_job, tiny_transfer_model
+from zoo.kit.testing.provider_checks import check_backbone_provider  # noqa: F401
 
 
 def check_lazy_import(module: str, forbidden: tuple[str, ...] = HEAVY_MODULES,
@@ -46,120 +49,6 @@ print(",".join(heavy))
         _fail(f"importing {module} and registering its components imported "
               f"{', '.join(heavy)}: move those imports inside the functions that build "
               "things (create, factories, plan) — zoo's lazy-import rule")
-
-
-def check_backbone_provider(provider, arch: str | None = None, *,
-                            image_size: int | None = None, pretrained: bool = False,
-                            batch: int = 2):
-    """Check a :class:`zoo.backbones.BackboneProvider`; return the built backbone.
-
-    - ``list_models()`` / ``list_models(pretrained=True)`` return lists of unique strings
-      without building a model (``create`` is blocked while they run);
-    - ``version()`` (optional) is a stable string; ``info(arch)`` is a dict;
-    - ``create(arch)`` returns a :class:`zoo.backbones.Backbone` whose forward output width
-      on a ``(batch, 3, S, S)`` input is ``feature_dim`` (and ``info``'s ``feature_dim``);
-    - ``layer_groups(backbone)`` names every parameter of ``backbone.body`` exactly once,
-      in ordered, uniquely named, non-empty groups.
-    """
-    import torch  # lazy: torch (the pytest plugin imports the kit)
-
-    from zoo.backbones import Backbone, TransferModel, build_layer_groups  # lazy: imports torch
-
-    pname = getattr(provider, "name", type(provider).__name__)
-    blocked = []
-
-    def _blocked_create(*args, **kwargs):
-        blocked.append(args)
-        raise AssertionError("create called while listing")
-
-    had_own = "create" in vars(provider) if hasattr(provider, "__dict__") else False
-    original = vars(provider).get("create") if had_own else None
-    try:
-        provider.create = _blocked_create
-        names = provider.list_models(pretrained=False)
-        tagged = provider.list_models(pretrained=True)
-    except AttributeError:  # __slots__ or a read-only attribute: list without the guard
-        names = provider.list_models(pretrained=False)
-        tagged = provider.list_models(pretrained=True)
-    finally:
-        if had_own:
-            provider.create = original
-        elif "create" in getattr(provider, "__dict__", {}):
-            del provider.create
-    if blocked:
-        _fail(f"provider {pname!r}: list_models() called create(); listing must not build "
-              "models (keep names in a list or ask the library's registry)")
-    for label, value in (("list_models()", names), ("list_models(pretrained=True)", tagged)):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
-            _fail(f"provider {pname!r}: {label} must return a list of str, got "
-                  f"{type(value).__name__}")
-        if len(set(value)) != len(value):
-            dup = sorted({n for n in value if list(value).count(n) > 1})[:3]
-            _fail(f"provider {pname!r}: {label} has duplicate names {dup}")
-    if not names:
-        _fail(f"provider {pname!r}: list_models() is empty")
-    arch = arch or names[0]
-    if arch not in names:
-        _fail(f"provider {pname!r}: {arch!r} is not in list_models() ({names[:5]} ...)")
-    if hasattr(provider, "version"):
-        v1, v2 = provider.version(), provider.version()
-        if not isinstance(v1, str) or v1 != v2:
-            _fail(f"provider {pname!r}: version() must return the same str every call "
-                  f"(got {v1!r}, {v2!r}); it keys zoo's model-list cache")
-    info = provider.info(arch)
-    if not isinstance(info, dict):
-        _fail(f"provider {pname!r}: info({arch!r}) must return a dict, got "
-              f"{type(info).__name__}")
-    backbone = provider.create(arch, None, pretrained=pretrained)
-    if not isinstance(backbone, Backbone):
-        _fail(f"provider {pname!r}: create({arch!r}) returned {type(backbone).__name__}; wrap "
-              "the model in zoo.backbones.Backbone(body, feature_dim, name=..., provider=...)")
-    if not isinstance(backbone.feature_dim, int) or backbone.feature_dim <= 0:
-        _fail(f"provider {pname!r}: feature_dim of {arch!r} must be a positive int")
-    size = int(image_size or backbone.pretrained_cfg.input_size)
-    backbone.eval()
-    with torch.no_grad():
-        out = backbone(torch.randn(batch, 3, size, size))
-    if tuple(out.shape) != (batch, backbone.feature_dim):
-        _fail(f"provider {pname!r}: {arch!r} says feature_dim={backbone.feature_dim} but its "
-              f"forward on a ({batch}, 3, {size}, {size}) input gives {tuple(out.shape)}; "
-              "the body must return pooled features (N, feature_dim)")
-    if "feature_dim" in info and info["feature_dim"] != backbone.feature_dim:
-        _fail(f"provider {pname!r}: info({arch!r})['feature_dim'] is {info['feature_dim']} "
-              f"but the backbone's is {backbone.feature_dim}")
-    groups = provider.layer_groups(backbone)
-    body = [n for n, _ in backbone.body.named_parameters()]
-    seen: dict[str, str] = {}
-    gnames = []
-    for item in groups:
-        if (not isinstance(item, (tuple, list)) or len(item) != 2
-                or not isinstance(item[0], str) or not isinstance(item[1], (list, tuple))):
-            _fail(f"provider {pname!r}: layer_groups must be a list of (name, [parameter "
-                  f"names]) pairs, got {item!r:.80}")
-        gname, params = item
-        gnames.append(gname)
-        if not params:
-            _fail(f"provider {pname!r}: layer group {gname!r} is empty")
-        for p in params:
-            if p not in body:
-                _fail(f"provider {pname!r}: layer group {gname!r} names {p!r}, which is not "
-                      "a parameter of backbone.body (names are relative to the body)")
-            if p in seen:
-                _fail(f"provider {pname!r}: parameter {p!r} is in layer groups "
-                      f"{seen[p]!r} and {gname!r}; each parameter belongs to one group")
-            seen[p] = gname
-    if len(set(gnames)) != len(gnames) or "head" in gnames:
-        _fail(f"provider {pname!r}: layer group names must be unique and not 'head': "
-              f"{gnames}")
-    missing = [p for p in body if p not in seen]
-    if missing:
-        _fail(f"provider {pname!r}: {len(missing)} parameters of {arch!r} are in no layer "
-              f"group (e.g. {missing[0]!r}); strategies could not freeze or train them")
-    model = TransferModel(backbone, torch.nn.Linear(backbone.feature_dim, 2))
-    built = build_layer_groups(model, provider)
-    if [g.name for g in built][:-1] != gnames:
-        _fail(f"provider {pname!r}: build_layer_groups disagrees with layer_groups")
-    return backbone
 
 
 def _check_fit_phase(sname: str, phase, model, job, size: int, num_classes: int,
@@ -214,12 +103,24 @@ def _check_model_changes(sname: str, plan, model, groups) -> None:
                   f"missing parameters ({lost[0]})")
 
 
+def plan_shape(plan) -> list:
+    """What a plan decides, comparable between two plans (notes and objects left out)."""
+    return [plan.strategy, plan.train_on, [c.describe() for c in plan.model_changes],
+            [(p.name, p.epochs, p.bn, p.lr, p.steps, tuple(p.streams),
+              {g: (s.trainable, s.lr_mult) for g, s in p.groups.items()},
+              [t.name for t in p.loss_terms],
+              [{k: v for k, v in s.to_dict().items() if k != "where"} for s in p.select])
+             for p in plan.phases]]
+
+
 def check_strategy(strategy, params: dict | None = None, *, job=None, model=None,
-                   groups=None, steps: int = 2, name: str | None = None):
-    """Check a strategy object; return its :class:`zoo.strategy.StrategyPlan`.
+                   groups=None, steps: int = 2, name: str | None = None, ctx=None):
+    """Check a strategy object; return its :class:`zoo.plan.StrategyPlan`.
 
     Plans on a tiny model (or ``model``/``groups``) with a job whose ``strategy.params`` are
-    ``params``; the plan must be a well-formed StrategyPlan (:func:`zoo.strategy.validate_plan`).
+    ``params`` and the plan context ``ctx`` (:class:`zoo.plan.PlanContext`; default: an
+    empty one); the plan must be a well-formed StrategyPlan (:func:`zoo.plan.validate_plan`),
+    and planning again must give the same plan (strategies are stateless).
     Then every phase runs ``steps`` SGD steps the way zoo's loop does (``apply_phase``,
     ``set_train_mode``, loss terms added): frozen parameters and the BatchNorm statistics the
     phase keeps fixed must not change, and something trainable must.
@@ -227,12 +128,9 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
     import torch  # lazy: torch (the pytest plugin imports the kit)
     from torch import nn  # lazy: torch
 
-    from zoo.strategy import (_BN_TYPES, LossContext,  # lazy: imports torch
-                              StrategyPlan, apply_phase, set_train_mode, validate_plan)
-
     sname = name or getattr(strategy, "name", None) or type(strategy).__name__
     if not callable(getattr(strategy, "plan", None)):
-        _fail(f"strategy {sname!r} has no plan(model, groups, job) method")
+        _fail(f"strategy {sname!r} has no plan(model, groups, job, ctx) method")
     defaults = getattr(strategy, "defaults", {})
     if not isinstance(defaults, dict):
         _fail(f"strategy {sname!r}: defaults must be a dict of its parameters")
@@ -243,7 +141,33 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
     if job is None:
         job = tiny_job(strategy={"name": sname, "params": dict(params or {})},
                        train={"epochs": 2})
-    plan = strategy.plan(model, groups, job)
+    plan = _well_formed_plan(strategy, sname, model, groups, job,
+                             ctx if ctx is not None else PlanContext())
+    _check_model_changes(sname, plan, model, groups)
+    plan.to_dict(groups, model, job.train.lr)  # what `zoo run --plan` prints must work
+    size = int(model.backbone.pretrained_cfg.input_size)
+    num_classes = model.head(torch.zeros(1, model.backbone.feature_dim)).shape[-1] \
+        if isinstance(model.head, nn.Module) else 2
+    gen = torch.Generator().manual_seed(0)
+    for phase in plan.phases:
+        if getattr(phase, "steps", "gradient") == "none":  # closed-form: fit(ctx), no steps
+            _check_fit_phase(sname, phase, model, job, size, int(num_classes), gen)
+            continue
+        for sel in getattr(phase, "select", []):  # a selection that picks nothing is a bug
+            if not sel.matches(model):
+                _fail(f"strategy {sname!r} phase {phase.name!r}: selection {sel.name!r} "
+                      "matches no parameter of the model")
+        _check_phase_steps(sname, phase, model, groups, job, steps,
+                           (size, int(num_classes), gen))
+    return plan
+
+
+def _well_formed_plan(strategy, sname: str, model, groups, job, ctx):
+    """The strategy's plan, checked: a StrategyPlan, valid, at least one epoch, and the
+    same when planned again (strategies keep no state between plans)."""
+    from zoo.strategy import StrategyPlan, validate_plan  # lazy: imports torch
+
+    plan = call_plan(strategy, model, groups, job, ctx, sname)
     if not isinstance(plan, StrategyPlan):
         _fail(f"strategy {sname!r}: plan() returned {type(plan).__name__}, not a "
               "zoo.strategy.StrategyPlan — return StrategyPlan(name, [Phase(...)])")
@@ -253,73 +177,91 @@ def check_strategy(strategy, params: dict | None = None, *, job=None, model=None
         _fail(f"strategy {sname!r}: the plan is not well-formed: {exc}")
     if plan.epochs < 1:
         _fail(f"strategy {sname!r}: the plan has {plan.epochs} epochs in all")
-    _check_model_changes(sname, plan, model, groups)
-    plan.to_dict(groups, model, job.train.lr)  # what `zoo run --plan` prints must work
-    size = int(model.backbone.pretrained_cfg.input_size)
-    num_classes = model.head(torch.zeros(1, model.backbone.feature_dim)).shape[-1] \
-        if isinstance(model.head, nn.Module) else 2
-    gen = torch.Generator().manual_seed(0)
-    bn_modules = {n for n, m in model.named_modules() if isinstance(m, _BN_TYPES)}
-    for phase in plan.phases:
-        if getattr(phase, "steps", "gradient") == "none":  # closed-form: fit(ctx), no steps
-            _check_fit_phase(sname, phase, model, job, size, int(num_classes), gen)
-            continue
-        for sel in getattr(phase, "select", []):  # a selection that picks nothing is a bug
-            if not sel.matches(model):
-                _fail(f"strategy {sname!r} phase {phase.name!r}: selection {sel.name!r} "
-                      "matches no parameter of the model")
-        param_groups = apply_phase(model, groups, phase, job.train.lr)
-        in_optimizer = {id(p) for g in param_groups for p in g["params"]}
-        named = dict(model.named_parameters())
-        frozen = [n for n, p in named.items() if id(p) not in in_optimizer]
-        for n in frozen:
-            if named[n].requires_grad:
-                _fail(f"strategy {sname!r} phase {phase.name!r}: {n} requires grad but is "
-                      "not trained")
-        fixed_bn = set()
-        for g in groups:
-            setting = phase.groups.get(g.name)
-            trainable = setting is not None and setting.trainable
-            if g.name == "head":
-                continue
-            if not trainable or phase.bn != "train" or phase.backbone_frozen():
-                fixed_bn.update(m for m in g.modules if m in bn_modules)
-        before = {n: p.detach().clone() for n, p in named.items()}
-        buffers = {n: b.clone() for n, b in model.named_buffers()
-                   if n.rsplit(".", 1)[0] in fixed_bn}
-        optimizer = torch.optim.SGD(param_groups, lr=job.train.lr)
-        for step in range(steps):
-            set_train_mode(model, groups, phase)
-            x = torch.randn(4, 3, size, size, generator=gen)
-            y = torch.randint(0, int(num_classes), (4,), generator=gen)
-            features = model.backbone(x)
-            logits = model.head(features)
-            loss = nn.functional.cross_entropy(logits, y)
-            # one batch of random images per declared stream, as the loop gives
-            streams = {s: torch.randn(4, 3, size, size, generator=gen)
-                       for s in getattr(phase, "streams", ())}
-            for term in phase.loss_terms:
-                ctx = LossContext(model=model, inputs=x, targets=y, features=features,
-                                  logits=logits, step=step, epoch=1, streams=streams)
-                loss = loss + term(ctx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        for n in frozen:
-            if not torch.equal(before[n], named[n].detach()):
-                _fail(f"strategy {sname!r} phase {phase.name!r}: frozen parameter {n} changed "
-                      f"after {steps} steps")
-        for n, value in buffers.items():
-            if value.is_floating_point() and not torch.equal(value, dict(
-                    model.named_buffers())[n]):
-                _fail(f"strategy {sname!r} phase {phase.name!r} (bn={phase.bn}): BatchNorm "
-                      f"statistic {n} of a frozen or fixed-statistics group changed")
-        moving = [n for n in named if id(named[n]) in in_optimizer
-                  and not torch.equal(before[n], named[n].detach())]
-        if any(g["lr"] > 0 for g in param_groups) and not moving:
-            _fail(f"strategy {sname!r} phase {phase.name!r}: no trainable parameter changed "
-                  f"after {steps} steps")
+    again = call_plan(strategy, model, groups, job, ctx, sname)
+    if not isinstance(again, StrategyPlan) or plan_shape(plan) != plan_shape(again):
+        _fail(f"strategy {sname!r}: planning twice gave two plans — a strategy must keep no "
+              "state between plans (read the run from plan(..., ctx))")
     return plan
+
+
+def _fixed_bn(model, groups, phase) -> set:
+    """The BatchNorm modules whose statistics ``phase`` keeps fixed."""
+    from zoo.strategy import _BN_TYPES  # lazy: imports torch
+
+    bn_modules = {n for n, m in model.named_modules() if isinstance(m, _BN_TYPES)}
+    fixed = set()
+    for g in groups:
+        setting = phase.groups.get(g.name)
+        trainable = setting is not None and setting.trainable
+        if g.name == "head":
+            continue
+        if not trainable or phase.bn != "train" or phase.backbone_frozen():
+            fixed.update(m for m in g.modules if m in bn_modules)
+    return fixed
+
+
+def _check_phase_steps(sname: str, phase, model, groups, job, steps: int, data) -> None:
+    """``steps`` SGD steps of ``phase`` as the loop takes them: frozen parameters and fixed
+    BatchNorm statistics unchanged, something trainable changed."""
+    import torch  # lazy: torch (the pytest plugin imports the kit)
+
+    from zoo.strategy import apply_phase  # lazy: imports torch
+
+    param_groups = apply_phase(model, groups, phase, job.train.lr)
+    in_optimizer = {id(p) for g in param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    frozen = [n for n, p in named.items() if id(p) not in in_optimizer]
+    for n in frozen:
+        if named[n].requires_grad:
+            _fail(f"strategy {sname!r} phase {phase.name!r}: {n} requires grad but is "
+                  "not trained")
+    fixed_bn = _fixed_bn(model, groups, phase)
+    before = {n: p.detach().clone() for n, p in named.items()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()
+               if n.rsplit(".", 1)[0] in fixed_bn}
+    optimizer = torch.optim.SGD(param_groups, lr=job.train.lr)
+    for step in range(steps):
+        _one_step(model, groups, phase, optimizer, step, *data)
+    for n in frozen:
+        if not torch.equal(before[n], named[n].detach()):
+            _fail(f"strategy {sname!r} phase {phase.name!r}: frozen parameter {n} changed "
+                  f"after {steps} steps")
+    for n, value in buffers.items():
+        if value.is_floating_point() and not torch.equal(value, dict(
+                model.named_buffers())[n]):
+            _fail(f"strategy {sname!r} phase {phase.name!r} (bn={phase.bn}): BatchNorm "
+                  f"statistic {n} of a frozen or fixed-statistics group changed")
+    moving = [n for n in named if id(named[n]) in in_optimizer
+              and not torch.equal(before[n], named[n].detach())]
+    if any(g["lr"] > 0 for g in param_groups) and not moving:
+        _fail(f"strategy {sname!r} phase {phase.name!r}: no trainable parameter changed "
+              f"after {steps} steps")
+
+
+def _one_step(model, groups, phase, optimizer, step: int, size: int, num_classes: int,
+              gen) -> None:
+    """One SGD step on random images, loss terms added, as zoo's loop does."""
+    import torch  # lazy: torch (the pytest plugin imports the kit)
+    from torch import nn  # lazy: torch
+
+    from zoo.strategy import LossContext, set_train_mode  # lazy: imports torch
+
+    set_train_mode(model, groups, phase)
+    x = torch.randn(4, 3, size, size, generator=gen)
+    y = torch.randint(0, num_classes, (4,), generator=gen)
+    features = model.backbone(x)
+    logits = model.head(features)
+    loss = nn.functional.cross_entropy(logits, y)
+    # one batch of random images per declared stream, as the loop gives
+    streams = {s: torch.randn(4, 3, size, size, generator=gen)
+               for s in getattr(phase, "streams", ())}
+    for term in phase.loss_terms:
+        ctx = LossContext(model=model, inputs=x, targets=y, features=features,
+                          logits=logits, step=step, epoch=1, streams=streams)
+        loss = loss + term(ctx)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def check_head(factory: Callable, in_features: int = 16, num_classes: int = 3, **params):

@@ -17,7 +17,7 @@ from zoo.engine.splits import stratified_split
 from zoo.errors import DataError, UnknownComponentError, WeightsError, did_you_mean
 from zoo.hookspecs import hookimpl
 from zoo.jobspec import JobSpec, deep_merge, job_from_tree
-from zoo.layering import complete_job
+from zoo.layering import complete_job  # noqa: F401 (tests import it from here)
 from zoo.names import prefer_plugins
 from zoo.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginRecord, ZooPluginManager
 from zoo.registry import load_registry
@@ -284,19 +284,27 @@ def tiny_job(**overrides):
     batch 16, accuracy only, CPU.  ``overrides`` are job-tree fragments, merged
     (``head={"name": "cosine"}``, ``strategy={"name": "x", "params": {...}}``, ``out=...``).
     """
-    tree = deep_merge(JobSpec().to_dict(), {
-        "model": f"{TINY_PROVIDER}:tiny_cnn", "weights": "none", "device": "cpu",
-        "data": {"name": TINY_DATASET, "augment": "none", "num_workers": 0},
-        "train": {"epochs": 1, "batch_size": 16}, "metrics": ["accuracy"]})
+    tree = deep_merge(JobSpec().to_dict(), TINY_JOB)
     return job_from_tree(deep_merge(tree, overrides), source="tiny_job")
 
 
-def run_tiny(catalog, out: str | Path, **overrides) -> dict:
-    """Run :func:`tiny_job` (``out`` = parent of run folders) on ``catalog``; the summary."""
-    from zoo.engine.pipeline import run  # lazy: imports torch
+#: the job-tree layer of a tiny run (:func:`tiny_job`, :func:`run_tiny`)
+TINY_JOB = {"model": f"{TINY_PROVIDER}:tiny_cnn", "weights": "none", "device": "cpu",
+            "data": {"name": TINY_DATASET, "augment": "none", "num_workers": 0},
+            "train": {"epochs": 1, "batch_size": 16}, "metrics": ["accuracy"]}
 
-    job = complete_job(tiny_job(out=str(out), **overrides), catalog)  # catalog's defaults
-    return run(job, catalog, quiet=True)
+
+def run_tiny(catalog, out: str | Path, **overrides) -> dict:
+    """A tiny run (``out`` = parent of run folders) on ``catalog``; the summary.
+
+    The same path as ``zoo run``: :func:`zoo.api.run` builds the job from the layer
+    :data:`TINY_JOB` + ``overrides``, so the chosen components' ``job_defaults`` apply as
+    they do for the plugin's users (a strategy's LR, a dataset's image size).
+    """
+    from zoo import api  # lazy: the pytest plugin imports this module; keep it light
+
+    return api.run(catalog=catalog, flags=deep_merge(TINY_JOB, {"out": str(out), **overrides}),
+                   quiet=True)
 
 
 def tiny_transfer_model(num_classes: int = 3, backbone=None, head=None):

@@ -93,8 +93,6 @@ def check_dataset(factory: Callable, name: str = "dataset", params: dict | None 
     are unique and the splits disjoint; the same seed gives the same splits; a transform is
     applied to the image (and only to it).
     """
-    import torch  # lazy: torch (the pytest plugin imports the kit)
-
     spec = spec if spec is not None else DataSpec(name=name, params=dict(params or {}))
     fname = getattr(factory, "__name__", repr(factory))
     splits = {}
@@ -121,24 +119,7 @@ def check_dataset(factory: Callable, name: str = "dataset", params: dict | None 
         if targets is not None and len(targets) != n:
             _fail(f"dataset {name!r}: split {split!r} has {n} items but {len(targets)} targets")
         for i in sorted({0, n // 2, n - 1} if n else set())[:max(1, samples)]:
-            item = ds[i]
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                _fail(f"dataset {name!r}: items must be (image, label) pairs")
-            image, label = item
-            if (not isinstance(image, torch.Tensor) or image.dtype != torch.uint8
-                    or image.dim() != 3 or image.shape[0] != 3):
-                _fail(f"dataset {name!r}: with transform=None an image must be a uint8 tensor "
-                      f"(3, H, W), got {getattr(image, 'dtype', type(image).__name__)} "
-                      f"{tuple(getattr(image, 'shape', ()))}")
-            if isinstance(label, torch.Tensor) and label.numel() == 1:
-                label = label.item()
-            if isinstance(label, bool) or not isinstance(label, int) or \
-                    not 0 <= label < len(classes):
-                _fail(f"dataset {name!r}: label {label!r} of {split}[{i}] is not an int in "
-                      f"[0, {len(classes)})")
-            if targets is not None and int(targets[i]) != label:
-                _fail(f"dataset {name!r}: {split}.targets[{i}] is {targets[i]} but the item's "
-                      f"label is {label}")
+            _check_item(name, split, ds, i, classes, targets)
         ids = getattr(ds, "sample_ids", None)
         if ids is not None:
             if len(ids) != n or len(set(ids)) != n:
@@ -164,3 +145,28 @@ def check_dataset(factory: Callable, name: str = "dataset", params: dict | None 
     if label != splits["train"][0][1]:
         _fail(f"dataset {name!r}: the transform changed the label")
     return splits
+
+
+def _check_item(name: str, split: str, ds, i: int, classes, targets) -> None:
+    """Item ``i`` of a split is ``(uint8 (3, H, W) image, int label in range)``, as its
+    ``targets`` say."""
+    import torch  # lazy: torch (the pytest plugin imports the kit)
+
+    item = ds[i]
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        _fail(f"dataset {name!r}: items must be (image, label) pairs")
+    image, label = item
+    if (not isinstance(image, torch.Tensor) or image.dtype != torch.uint8
+            or image.dim() != 3 or image.shape[0] != 3):
+        _fail(f"dataset {name!r}: with transform=None an image must be a uint8 tensor "
+              f"(3, H, W), got {getattr(image, 'dtype', type(image).__name__)} "
+              f"{tuple(getattr(image, 'shape', ()))}")
+    if isinstance(label, torch.Tensor) and label.numel() == 1:
+        label = label.item()
+    if isinstance(label, bool) or not isinstance(label, int) or \
+            not 0 <= label < len(classes):
+        _fail(f"dataset {name!r}: label {label!r} of {split}[{i}] is not an int in "
+              f"[0, {len(classes)})")
+    if targets is not None and int(targets[i]) != label:
+        _fail(f"dataset {name!r}: {split}.targets[{i}] is {targets[i]} but the item's "
+              f"label is {label}")
