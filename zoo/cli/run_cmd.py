@@ -156,24 +156,10 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
     """
     cat = get_catalog(registry=registry) if registry else get_catalog()
     if resume:
-        given = [name for name, value in [("MODEL", model), ("--strategy", strategy),
-                                          ("--preset", preset), ("--config", config),
-                                          ("--set", sets)] if value]
-        given += ["--" + k.replace("_", "-").rstrip("-") for k, v in flags.items()
-                  if v is not None]
-        if given:
-            raise click.UsageError(f"--resume continues a run with its own job.yaml; drop "
-                                   f"{', '.join(given)} (start a new run to change the job)")
-
-        job = load_run_job(resume)
-        done = api.read_run_summary(resume)
-        if done is not None and done.get("status") == "completed":
-            # a preempted job's requeue script resumes blindly: complete is success (exit 0)
-            if as_json:
-                print_json(done)
-            else:
-                click.echo(f"{resume}: the run is complete — nothing to resume "
-                           f"(`zoo eval {resume}` re-evaluates it)")
+        job = _resume_job(resume, as_json, [("MODEL", model), ("--strategy", strategy),
+                                            ("--preset", preset), ("--config", config),
+                                            ("--set", sets)], flags)
+        if job is None:  # already complete: nothing to do
             return
     else:
         if not model and not config and not preset and not any(s.startswith("model=")
@@ -221,6 +207,26 @@ def run_cmd(model, strategy, plan_only, resume, quiet, as_json, preset, config, 
         out.print(table(f"test metrics (best epoch {summary['best_epoch']})",
                         ["metric", "value"], rows))
     out.print(f"run folder: {summary['run_dir']}")
+
+
+def _resume_job(resume: str, as_json: bool, named: list, flags: dict) -> JobSpec | None:
+    """``--resume RUN``: the run's own job; None when the run is already complete (said,
+    exit 0: a preempted job's requeue script resumes blindly, and complete is success)."""
+    given = [name for name, value in named if value]
+    given += ["--" + k.replace("_", "-").rstrip("-") for k, v in flags.items() if v is not None]
+    if given:
+        raise click.UsageError(f"--resume continues a run with its own job.yaml; drop "
+                               f"{', '.join(given)} (start a new run to change the job)")
+    job = load_run_job(resume)
+    done = api.read_run_summary(resume)
+    if done is not None and done.get("status") == "completed":
+        if as_json:
+            print_json(done)
+        else:
+            click.echo(f"{resume}: the run is complete — nothing to resume "
+                       f"(`zoo eval {resume}` re-evaluates it)")
+        return None
+    return job
 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:

@@ -46,11 +46,13 @@ class RunWriter:
         if self.summary is not None:
             self.summary.update(fields)
 
-    def write_job(self, job_yaml: str, splits: dict) -> None:
-        """A new run's ``job.yaml`` and ``splits.json`` (a resume keeps its own)."""
+    def write_job(self, job_yaml: str, splits: dict | None) -> None:
+        """A new run's ``job.yaml`` and ``splits.json`` (a resume keeps its own; ``None``:
+        no splits to record)."""
         if self.main and not self.resume:
             atomic.write_text(self.dir / "job.yaml", job_yaml)
-            atomic.write_json(self.dir / "splits.json", splits)
+            if splits is not None:
+                atomic.write_json(self.dir / "splits.json", splits)
 
     def write_metrics(self, history: list[dict]) -> None:
         """``metrics.jsonl``: one line per finished epoch."""

@@ -19,6 +19,7 @@ from zoo.engine.data import load_splits, make_loader
 from zoo.engine.metric_files import add_always_metrics, write_metric_files
 from zoo.engine.outputs import versions
 from zoo.errors import CheckpointError
+from zoo.engine.run_writer import RunWriter
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
 
@@ -82,17 +83,19 @@ def write_run(source, model, *, out: str | Path, name: str | None, kind: str,
     model belongs to other data (an adapted run's labelled target)."""
     arch = str(source.meta.get("arch") or source.meta["model"].split(":")[-1])
     run_dir = rundir.new_run_dir(out, name, arch, kind)
+    writer = RunWriter(run_dir)  # the run folder's one writer, as for zoo run
+    if bundle is not None:
+        splits = {"classes": list(bundle.classes),
+                  **{s: list(getattr(getattr(bundle, s), "sample_ids", []) or [])
+                     for s in ("train", "val", "test")}}
+    elif (source.dir / "splits.json").is_file():
+        splits = rundir.read_splits(source.dir)
+    else:
+        splits = None
     try:
         # the source's job (data, seed, transforms: what eval/predict reload), named here
-        atomic.write_text(run_dir / "job.yaml",
-                          replace(job or source.job, out=str(out), name=run_dir.name).to_yaml())
-        if bundle is not None:
-            atomic.write_json(run_dir / "splits.json", {
-                "classes": list(bundle.classes),
-                **{s: list(getattr(getattr(bundle, s), "sample_ids", []) or [])
-                   for s in ("train", "val", "test")}})
-        elif (source.dir / "splits.json").is_file():
-            atomic.write_json(run_dir / "splits.json", rundir.read_splits(source.dir))
+        writer.write_job(replace(job or source.job, out=str(out), name=run_dir.name).to_yaml(),
+                         splits)
     except OSError as exc:
         raise CheckpointError(f"cannot write {run_dir}: {exc.strerror or exc}") from None
     warnings: list = []
@@ -100,21 +103,19 @@ def write_run(source, model, *, out: str | Path, name: str | None, kind: str,
     meta = dict(source.meta, strategy=kind)
     atomic.save_safetensors(run_dir / "model.safetensors", model.state_dict(), {"zoo": meta})
     test = {k: v for k, v in test_raw.items() if isinstance(v, float)}
-    summary = {"schema": rundir.SCHEMA, "status": "completed", "run_dir": str(run_dir),
-               "model": source.meta["model"], "provider": source.meta.get("provider"),
-               "strategy": kind, "num_classes": len(source.classes),
-               "classes": list(source.classes), "seed": source.job.seed,
-               "versions": versions(catalog), "warnings": warnings,
-               "params": {"total": sum(p.numel() for p in model.parameters())},
-               **summary_extra, "test": test,
-               "seconds": round(time.perf_counter() - started, 3)}
-    atomic.write_json(run_dir / "summary.json", summary)
+    writer.begin({"model": source.meta["model"], "provider": source.meta.get("provider"),
+                  "strategy": kind, "num_classes": len(source.classes),
+                  "classes": list(source.classes), "seed": source.job.seed,
+                  "versions": versions(catalog), "warnings": warnings,
+                  "params": {"total": sum(p.numel() for p in model.parameters())},
+                  **summary_extra, "test": test})
+    summary = writer.finish("completed", seconds=round(time.perf_counter() - started, 3))
     if plot is not None:
         try:
             plot(run_dir)
         except Exception as exc:  # a picture must never lose a finished run
             summary["warnings"].append(f"could not draw plots: {exc}")
-            atomic.write_json(run_dir / "summary.json", summary)
+            writer.finish("completed")
     return summary
 
 

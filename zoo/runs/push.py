@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from zoo import settings
 from zoo.errors import MissingDependencyError, ZooError, one_line
 from zoo.io import runfolder
 from zoo.runs.export import default_path, export_run
@@ -33,7 +34,7 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False,
     except ImportError:
         raise MissingDependencyError("zoo push needs huggingface_hub: pip install "
                                      "'zoo[hf]'") from None
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    endpoint = (endpoint or settings.text("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     reason = offline_reason()
     if reason or not url_reachable(endpoint):
         why = f"{reason} is set" if reason else f"{endpoint} is unreachable"

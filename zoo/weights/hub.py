@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from zoo import settings
 from zoo.errors import MissingDependencyError, WeightsError, one_line
 from zoo.weights.network import offline_reason, url_reachable
 
@@ -30,9 +31,9 @@ def is_hub_source(arg: str) -> bool:
 
 def hf_cache_dir() -> str:
     """The HF hub cache as the environment names it now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(
+    if settings.text("HF_HUB_CACHE"):
+        return settings.text("HF_HUB_CACHE")
+    home = settings.text("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
     return os.path.join(home, "hub")
 
@@ -66,7 +67,7 @@ def snapshot(repo: str) -> Path:
                                       local_files_only=True))
     except Exception:  # not cached (LocalEntryNotFoundError), or a bad repo id: ask the hub
         pass
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    endpoint = settings.text("HF_ENDPOINT") or "https://huggingface.co"
     reason = offline_reason()
     if reason or not url_reachable(endpoint):
         why = f"{reason} is set" if reason else f"{endpoint} is unreachable"
