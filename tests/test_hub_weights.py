@@ -20,10 +20,10 @@ TINY = {"model": "timm:test_resnet", "seed": 0, "train": {"epochs": 1, "batch_si
         "strategy": {"name": "linear-probe"}}
 
 
-def tiny(out, name, weights: str) -> dict:
+def tiny(out, name, weights: str, seed: int = 0) -> dict:
     from zoo.jobspec import deep_merge
 
-    return run(load_job(flags=deep_merge(TINY, {"out": str(out), "name": name,
+    return run(load_job(flags=deep_merge(TINY, {"out": str(out), "name": name, "seed": seed,
                                                 "weights": weights})), quiet=True)
 
 
@@ -44,7 +44,9 @@ def run_a(tmp_path_factory):
 
 def test_exported_runs_chain_a_b_c_keeping_each_classifier(run_a, tmp_path, capsys):
     folder_a = export(run_a, capsys)
-    b = tiny(tmp_path, "b", f"local-dir:{folder_a}")
+    # another seed: the head's init is seeded per part (same numbers whatever weights are
+    # looked up), so B on A's features with A's seed would train A's head again exactly
+    b = tiny(tmp_path, "b", f"local-dir:{folder_a}", seed=1)
     assert b["weights"]["source"] == f"local-dir:{folder_a}"
     a_head, b_state = saved(run_a), saved(b)
     # A's head is B's source classifier; A's trained body is B's (frozen) body

@@ -231,8 +231,8 @@ def test_auto_trains_ssf_trials_on_deep_copies(tmp_path):
                            "candidates": "ssf,linear-probe", "rungs": 1}},
                        data={"params": {"per_class": 16}}, train={"epochs": 2})
     assert summary["status"] == "completed"
-    trials = cat.get("strategies", "auto").obj.last_trials
-    ssf = [c for c in trials if c.strategy == "ssf"]
-    assert any(c.scores for c in ssf)  # trained and scored on a copy of the model
+    trials = summary["auto"]["trials"]  # auto keeps no state: its record is the summary's
+    ssf = [c for c in trials if c["strategy"] == "ssf"]
+    assert any(c["scores"] for c in ssf)  # trained and scored on a copy of the model
     if summary["strategy"] == "auto" and summary["model_changes"]:
         assert summary["model_changes"][0]["name"] == "ssf"

@@ -8,7 +8,7 @@ from typing import Any
 
 from zoo.backbones import TransferModel, build_layer_groups
 from zoo import contracts
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, ZooError
 from zoo.plan import PlanContext, validate_plan
 from zoo.strategy_base import call_plan
 from zoo.weights.resolve import resolve_and_load
@@ -42,7 +42,14 @@ def build_model(catalog, job, num_classes: int, warnings: list) -> BuiltModel:
     model = TransferModel(backbone, head)
     groups = build_layer_groups(model, catalog.provider(ref.provider))
     size = job.data.image_size or backbone.pretrained_cfg.input_size
-    contracts.check_backbone_output(catalog.get("providers", ref.provider), backbone, int(size))
+    comp = catalog.get("providers", ref.provider)
+    try:
+        contracts.check_backbone_output(comp, backbone, int(size))
+    except ZooError:  # a fixed-size model (a ViT) is resized to the run's size later
+        own = int(backbone.pretrained_cfg.input_size)
+        if own == int(size):
+            raise
+        contracts.check_backbone_output(comp, backbone, own)
     return BuiltModel(model, ref, weights, groups, int(size))
 
 

@@ -52,6 +52,8 @@ class MatchChannels:
 
 def sample_channels(split) -> tuple[int, bool]:
     """``(channels, is_array)`` of the first image of a raw (untransformed) split."""
+    if getattr(split, "streaming", False) or not hasattr(split, "__getitem__"):
+        return 3, False  # a stream has no first item to look at: RGB images (docs/data.md)
     if len(split) == 0:
         return 3, False
     image = split[0][0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +52,27 @@ def handlers_installed() -> bool:
         return False
 
 
+#: the main thread's depth of signals_deferred blocks, and a signal that arrived inside one:
+#: the signal mask alone does not hold a process-directed signal while other threads (a
+#: logger's, a library's pool) leave it unblocked — CPython then runs the handler in the
+#: main thread anyway, so zoo's handlers also hold it themselves
+_DEFERRING = [0]
+_PENDING: list = []
+
+
 def _raise_interrupt(signum, frame):
     _RECEIVED[0] += 1
+    if _DEFERRING[0]:
+        _PENDING.append(KeyboardInterrupt())
+        return
     raise KeyboardInterrupt
 
 
 def _raise_terminated(signum, frame):
     _RECEIVED[0] += 1
+    if _DEFERRING[0]:
+        _PENDING.append(Terminated(signum))
+        return
     raise Terminated(signum)
 
 
@@ -87,16 +102,26 @@ def restore_signal_handlers(previous: dict) -> None:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block is done (a checkpoint, the summary)."""
+    """Hold SIGINT/SIGTERM/SIGHUP until the block is done (a checkpoint, the summary); a
+    signal held meanwhile is raised when the outermost block ends."""
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _DEFERRING[0] += 1
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     except (AttributeError, ValueError, OSError):  # no sigmask here
-        yield
-        return
+        old = None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a held signal is delivered now
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a held signal is delivered now
+        if main:
+            _DEFERRING[0] -= 1
+            if not _DEFERRING[0] and _PENDING:
+                held = _PENDING[0]
+                _PENDING.clear()
+                raise held
 
 
 @dataclass

@@ -20,6 +20,7 @@ needs to feed the model: classes, image size, channels, mean/std, interpolation.
 """
 from __future__ import annotations
 
+import json
 import importlib.util
 import os
 import signal
@@ -250,6 +251,11 @@ def run_onnx(path: str | Path, inputs):
     model = onnx.load(str(path))
     ev = ReferenceEvaluator(model)
     return ev.run(None, {model.graph.input[0].name: x})[0]
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The ``.json`` sidecar written next to an ``onnx`` or ``torch-export`` file."""
+    return json.loads(Path(path).with_suffix(".json").read_text())
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
