@@ -6,12 +6,11 @@ Built from layers, later ones winning (see :func:`zoo.layering.build_job`)::
     ← preset ← --config ← flags ← --set
 
 Component names left ``None`` (``model``, ``data.name``, ``head.name``, ``strategy.name``,
-``metrics``, ``monitor.metric``) mean "the catalog's default": the plugins declare them
-(``register(..., default=True)``) and :func:`zoo.layering.build_job` fills them in, so
-this module names no built-in component.
+``metrics``, ``monitor.metric``) mean "the catalog's default", declared by the plugins and
+filled in by :func:`zoo.layering.build_job`: this module names no built-in component.
 
-Every key is a dataclass field below; ``docs/jobs.md`` documents them.  Unknown keys are
-errors with a "did you mean", wrong types are errors that name the key and the line.
+Every key is a dataclass field below (``docs/jobs.md``); unknown keys and wrong types are
+errors naming the key and the line (with a "did you mean").
 """
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ class DataSpec:
     max_per_class: int | None = None   # few-shot: keep at most this many train images/class
     num_workers: int | None = None     # null: chosen from the machine
     cache_images: bool | None = None   # decoded-image cache; null: on for small folders
-    strict_scan: bool = False          # folders: read every file before training; an
-                                       # undecodable one is an error, not skipped
+    strict_scan: bool = False          # folders: read every file first; undecodable: error
     params: dict = field(default_factory=dict)  # dataset-specific options
 
 

@@ -27,7 +27,7 @@ from zoo.engine.evaluation import (class_weights, evaluate, lr_factor,  # noqa: 
                                    make_optimizer)
 from zoo.engine.guard import signals_deferred
 from zoo.engine.loop_hooks import NO_HOOKS, LoopHooks
-from zoo.engine.phases import PhaseStats, StreamFeeder, run_fit_phase
+from zoo.engine.phases import StreamFeeder, closed_form_epoch
 from zoo.engine.runtime import Runtime
 from zoo.engine.state import (CheckpointPacer, EpochResult, FitState,  # noqa: F401
                               snapshot, trainable_names)
@@ -137,8 +137,8 @@ def _closed_form_phase(f: _Fit, phase, epoch_base: int) -> bool:
     cached = f.feature_loaders(phase) if f.feature_loaders and fresh else None
     for epoch_in_phase in range(f.state.epoch - epoch_base, phase.epochs):
         epoch = epoch_base + epoch_in_phase + 1
-        result = _fit_epoch(phase, epoch, f.model, f.job, f.loaders, f.metrics, f.rt, f.state,
-                            cached, f.log)
+        result = closed_form_epoch(phase, epoch, f.model, f.job, f.loaders, f.metrics, f.rt,
+                                   f.state, cached, f.log)
         if f.ema is not None:  # the closed-form result is the new starting point
             f.ema.reset(f.model)
         # the epoch's line in metrics.jsonl and its checkpoint: both or neither
@@ -347,42 +347,6 @@ def _end_epoch(f: _Fit, p: _Phase, result: EpochResult, epoch_in_phase: int) -> 
             f.pacer.save(f.checkpoint, state)
         return True
     return False
-
-
-def _fit_epoch(phase, epoch: int, model, job, loaders: dict, metrics: dict, rt, state,
-               cached: dict | None, log) -> EpochResult:
-    """One epoch of a ``steps="none"`` phase: ``phase.fit(ctx)``, then val like an epoch.
-
-    Its result is always kept as the best state: a closed-form step (a fitted head,
-    re-estimated statistics) is the method's answer, which the val split does not veto.
-    """
-    start = time.perf_counter()
-
-    def from_cache(split: str):
-        loader = (cached or {}).get(split)
-        return tuple(loader.dataset.tensors) if loader is not None else None
-
-    stats = PhaseStats(phase.name, phase.steps)
-    run_fit_phase(phase, model, job, loaders["train"].dataset.classes, loaders, rt.device,
-                  from_cache, stats, log)
-    model.eval()
-    val: dict = {}
-    val_loader = loaders.get("val")
-    if val_loader is not None and len(val_loader.dataset) > 0:
-        val_raw, _ = evaluate(model, val_loader, metrics, rt.device, job.train.precision,
-                              job.train.channels_last)
-        val = {k: v for k, v in val_raw.items() if isinstance(v, float)}
-        stats.backbone_passes["val"] = len(val_loader.dataset)
-    elapsed = time.perf_counter() - start
-    result = EpochResult(epoch, phase.name, 0.0, val, [], elapsed, 0.0, 0, cached is not None,
-                         0, stats.backbone_passes)
-    state.epoch = epoch
-    state.history.append(result.record())
-    state.best_value = val.get(job.monitor.metric, val.get("loss")) if val else 0.0
-    state.best_epoch, state.bad_epochs = epoch, 0
-    state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state.optimizer_state = None
-    return result
 
 
 def _seed_epoch(loader, seed: int, epoch: int, rank: int = 0) -> None:

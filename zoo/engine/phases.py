@@ -13,12 +13,15 @@ without gradient steps.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+from zoo.engine.evaluation import evaluate
 from zoo.engine.features import extract_features
+from zoo.engine.state import EpochResult
 from zoo.errors import ConfigError
 from zoo.strategy import PhaseContext
 
@@ -181,3 +184,39 @@ def phase_records(plan, history: list) -> list[dict]:
                 stats.backbone_passes[k] = stats.backbone_passes.get(k, 0) + int(v)
         out.append(stats.record())
     return out
+
+
+def closed_form_epoch(phase, epoch: int, model, job, loaders: dict, metrics: dict, rt, state,
+                      cached: dict | None, log) -> EpochResult:
+    """One epoch of a ``steps="none"`` phase: ``phase.fit(ctx)``, then val like an epoch.
+
+    Its result is always kept as the best state: a closed-form step (a fitted head,
+    re-estimated statistics) is the method's answer, which the val split does not veto.
+    """
+    start = time.perf_counter()
+
+    def from_cache(split: str):
+        loader = (cached or {}).get(split)
+        return tuple(loader.dataset.tensors) if loader is not None else None
+
+    stats = PhaseStats(phase.name, phase.steps)
+    run_fit_phase(phase, model, job, loaders["train"].dataset.classes, loaders, rt.device,
+                  from_cache, stats, log)
+    model.eval()
+    val: dict = {}
+    val_loader = loaders.get("val")
+    if val_loader is not None and len(val_loader.dataset) > 0:
+        val_raw, _ = evaluate(model, val_loader, metrics, rt.device, job.train.precision,
+                              job.train.channels_last)
+        val = {k: v for k, v in val_raw.items() if isinstance(v, float)}
+        stats.backbone_passes["val"] = len(val_loader.dataset)
+    elapsed = time.perf_counter() - start
+    result = EpochResult(epoch, phase.name, 0.0, val, [], elapsed, 0.0, 0, cached is not None,
+                         0, stats.backbone_passes)
+    state.epoch = epoch
+    state.history.append(result.record())
+    state.best_value = val.get(job.monitor.metric, val.get("loss")) if val else 0.0
+    state.best_epoch, state.bad_epochs = epoch, 0
+    state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.optimizer_state = None
+    return result
