@@ -129,8 +129,7 @@ CHOICES = {
     ("monitor", "mode"): ("max", "min"),
 }
 
-# Inclusive ranges of every bounded number: a value outside is an error before any work, so
-# `epochs: 1e29` or `seed: -5` never reach torch (which overflows or loops for ever).
+# Inclusive ranges of bounded numbers: `epochs: 1e29` or `seed: -5` never reach torch.
 RANGES = {
     ("train", "epochs"): (1, 100_000),
     ("train", "batch_size"): (1, 1_000_000),
