@@ -17,12 +17,13 @@ split comes from the dataset's metadata, or one counting pass when it has none.
 """
 from __future__ import annotations
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
 from zoo.engine.data import seeded_call
 from zoo.errors import DataError
 
 from .images import to_tensor
+from .stream import EpochStream
 
 DEFAULT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 PARAMS = {"image_column", "label_column", "splits", "shuffle_buffer", "config"}
@@ -41,7 +42,7 @@ def _open(path: str, config, split: str):
                         "go online") from None
 
 
-class HFStream(IterableDataset):
+class HFStream(EpochStream):
     """One split of a streamed ``datasets`` dataset: ``(transform(uint8 image), label)``."""
 
     streaming = True
@@ -57,20 +58,6 @@ class HFStream(IterableDataset):
         self.warnings: list[str] = []
         self.sample_ids: list[str] = []
         self.targets = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def with_transform(self, transform) -> "HFStream":
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__, transform=transform)
-        return view
-
-    def __len__(self) -> int:
-        from zoo.engine import distributed  # lazy: imports torch.distributed
-
-        world = distributed.world_size()
-        return self.count // world if self.split == "train" and world > 1 else self.count
 
     def _stream(self, epoch_seed: int):
         from datasets.distributed import split_dataset_by_node  # lazy: datasets

@@ -82,7 +82,33 @@ def _slot() -> tuple[int, int]:
     return distributed.rank() * workers + worker, distributed.world_size() * workers
 
 
-class ShardStream(IterableDataset):
+class EpochStream(IterableDataset):
+    """What the engine asks of a streamed split (shards, ``hf-stream``): ``set_epoch`` (the
+    order depends on (seed, epoch) alone), ``with_transform`` (a view), ``len`` (per rank
+    for training: every rank takes the same number of steps)."""
+
+    streaming = True
+    in_memory = False
+    count = 0
+    split = "train"
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def with_transform(self, transform):
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__, transform=transform)
+        return view
+
+    def __len__(self) -> int:
+        from zoo.engine import distributed  # lazy: imports torch.distributed
+
+        world = distributed.world_size()
+        return self.count // world if self.split == "train" and world > 1 else self.count
+
+
+class ShardStream(EpochStream):
     """One split of a shard folder as an iterable of ``(transform(uint8 image), label)``."""
 
     streaming = True
@@ -100,20 +126,6 @@ class ShardStream(IterableDataset):
         self.sample_ids: list[str] = []  # not listed: a stream is not held in memory
         self.targets = None
 
-    # -- the engine's hooks -----------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def with_transform(self, transform) -> "ShardStream":
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__, transform=transform)
-        return view
-
-    def __len__(self) -> int:
-        from zoo.engine import distributed  # lazy: imports torch.distributed
-
-        world = distributed.world_size()
-        return self.count // world if self.split == "train" and world > 1 else self.count
 
     # -- iteration ---------------------------------------------------------------------------
     def _shard_order(self, epoch_seed: int) -> list[int]:

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from zoo.engine.tta import batchnorm_layers, reestimate_bn  # noqa: F401 (domain.py)
 from zoo.errors import ConfigError
 from zoo.strategy import LossContext, LossTerm, PhaseContext
 
 TARGET = "target_unlabeled"
-_BN = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
 
 def target_batch(ctx: LossContext, term: str) -> torch.Tensor:
@@ -179,47 +179,27 @@ class MCCTerm(LossTerm):
         return self.mu * loss
 
 
-def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, _BN)]
-
-
 @torch.no_grad()
 def adabn_fit(ctx: PhaseContext, max_batches: int | None = None) -> dict:
     """Re-estimate every BatchNorm layer's running statistics on the unlabeled target.
 
     Statistics are reset and accumulated as a cumulative average over the target batches
     (``momentum=None``), so the result is the target mean/variance, not a blend with the
-    source's.  Only BatchNorm layers are in train mode; dropout and the weights stay as
-    they are.  Returns what it did (``{"layers": n, "images": m}``).
+    source's (:func:`zoo.engine.tta.reestimate_bn`, which ``zoo adapt --method adabn`` runs
+    too).  Only BatchNorm layers are in train mode; dropout and the weights stay as they
+    are.  Returns what it did (``{"layers": n, "images": m}``).
     """
     model = ctx.model
-    layers = batchnorm_layers(model.backbone)
     name = f"{getattr(model.backbone, 'provider', '?')}:{getattr(model.backbone, 'name', '?')}"
-    if not layers:
+    if not batchnorm_layers(model.backbone):
         ctx.log(f"adabn: {name} has no BatchNorm layer — nothing to re-estimate, the model "
                 "is unchanged (AdaBN only adapts BatchNorm statistics)")
         return {"layers": 0, "images": 0}
-    momenta = [m.momentum for m in layers]
+    done = reestimate_bn(model.backbone, ctx.loader(TARGET), ctx.device, max_batches)
     model.eval()
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    images = 0
-    try:
-        for i, batch in enumerate(ctx.loader(TARGET)):
-            if max_batches is not None and i >= max_batches:
-                break
-            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model.backbone(inputs.to(ctx.device, non_blocking=True))
-            images += len(inputs)
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        model.eval()
-    if images == 0:
+    if done["images"] == 0:
         raise ConfigError("adabn: the unlabeled target stream gave no image — name target "
                           "images with --target-data")
-    ctx.log(f"adabn: re-estimated {len(layers)} BatchNorm layers of {name} on {images} "
-            "unlabeled target images")
-    return {"layers": len(layers), "images": images}
+    ctx.log(f"adabn: re-estimated {done['layers']} BatchNorm layers of {name} on "
+            f"{done['images']} unlabeled target images")
+    return done
