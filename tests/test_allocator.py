@@ -33,9 +33,9 @@ def test_fix_sets_mallopt_once(monkeypatch):
 
     monkeypatch.setattr(allocator, "_done", [])
     monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
-    assert allocator.fix_mmap_threshold({}) == 1 << 20
-    assert allocator.fix_mmap_threshold({}) == 1 << 20
-    assert calls == [(allocator.M_MMAP_THRESHOLD, 1 << 20)]
+    assert allocator.fix_mmap_threshold({}) == allocator.DEFAULT_THRESHOLD
+    assert allocator.fix_mmap_threshold({}) == allocator.DEFAULT_THRESHOLD
+    assert calls == [(allocator.M_MMAP_THRESHOLD, allocator.DEFAULT_THRESHOLD)]
 
 
 def test_fix_does_nothing_when_opted_out(monkeypatch):
