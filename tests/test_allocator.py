@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zoo.engine import allocator
-from zoo_cli_helpers import tiny_run
+from zoo_cli_helpers import TINY_FLAGS, assert_one_line_error, tiny_run, zoo
 
 
 def test_wanted_threshold_default_and_opt_outs():
@@ -19,6 +19,14 @@ def test_wanted_threshold_default_and_opt_outs():
     assert allocator.wanted_threshold({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
                                       "linux") is None
     assert allocator.wanted_threshold({}, "darwin") is None
+
+
+@pytest.mark.parametrize("value", ["lots", "12.5", "100", str(64 << 20)])
+def test_a_malformed_threshold_is_a_settings_error(value):
+    from zoo.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="ZOO_MALLOC_THRESHOLD"):
+        allocator.wanted_threshold({"ZOO_MALLOC_THRESHOLD": value}, "linux")
 
 
 @pytest.mark.skipif(sys.platform != "linux" or allocator._glibc() is None,
@@ -72,3 +80,10 @@ def test_a_run_with_the_fixed_threshold_has_the_same_results(tmp_path):
     assert _history(out / "fixed") == _history(out / "glibc")
     assert (out / "fixed" / "model.safetensors").read_bytes() == (
         out / "glibc" / "model.safetensors").read_bytes()
+
+
+def test_a_malformed_threshold_stops_a_run_with_one_line(tmp_path):
+    proc = zoo("run", "timm:test_resnet", "--epochs", "1", "--out", tmp_path / "runs",
+               *TINY_FLAGS, env={"ZOO_MALLOC_THRESHOLD": "lots"})
+    assert "ZOO_MALLOC_THRESHOLD" in assert_one_line_error(proc.stderr, proc.returncode)
+    assert not (tmp_path / "runs").exists()

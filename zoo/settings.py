@@ -59,6 +59,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ZOO_NORMAL_EXIT", "flag", "off", "end the CLI with normal interpreter teardown"),
     Variable("ZOO_DIST_TIMEOUT", "seconds", "300", "torchrun: how long a rank waits for others"),
     Variable("ZOO_DDP_FIND_UNUSED", "flag", "off", "torchrun: DDP's find_unused_parameters"),
+    Variable("ZOO_MALLOC_THRESHOLD", "bytes", "16777216",
+             "a run's glibc mmap threshold (off: glibc's own; docs/benchmarks.md)"),
     Variable("ZOO_MLFLOW_TRACKING_URI", "text", "$ZOO_HOME/mlflow", "zoo-mlflow: tracking store"),
     Variable("ZOO_MLFLOW_EXPERIMENT", "text", "zoo", "zoo-mlflow: the experiment name"),
     Variable("ZOO_FAULT", "fault", "unset", "test-only fault injection (docs/reliability.md)"),

@@ -24,8 +24,11 @@ import ctypes.util
 import os
 import sys
 
+from zoo.settings import SettingsError
+
 M_MMAP_THRESHOLD = -3          # glibc's mallopt parameter number
 DEFAULT_THRESHOLD = 16 << 20   # 16 MiB: the measured balance of peak memory and CPU time
+MAX_THRESHOLD = 32 << 20       # glibc's own ceiling for it on 64-bit
 _done: list[int] = []          # the threshold set in this process (once)
 
 
@@ -42,7 +45,12 @@ def wanted_threshold(environ: dict | None = None, platform: str | None = None) -
     setting = environ.get("ZOO_MALLOC_THRESHOLD", "").strip().lower()
     if setting in ("off", "0", "no", "false"):
         return None
-    return int(setting) if setting.isdigit() else DEFAULT_THRESHOLD
+    if not setting:
+        return DEFAULT_THRESHOLD
+    if not setting.isdigit() or not 4096 <= int(setting) <= MAX_THRESHOLD:
+        raise SettingsError(f"ZOO_MALLOC_THRESHOLD={setting!r} is not a size — use a number of "
+                            f"bytes from 4096 to {MAX_THRESHOLD}, or off (or unset it)")
+    return int(setting)
 
 
 def _glibc():
