@@ -11,22 +11,30 @@ from zoo_cli_helpers import TINY_FLAGS, assert_one_line_error, tiny_run, zoo
 
 
 def test_wanted_threshold_default_and_opt_outs():
-    assert allocator.wanted_threshold({}, "linux") == allocator.DEFAULT_THRESHOLD
-    assert allocator.wanted_threshold({"ZOO_MALLOC_THRESHOLD": "4194304"}, "linux") == 4194304
-    assert allocator.wanted_threshold({"ZOO_MALLOC_THRESHOLD": "off"}, "linux") is None
+    assert allocator.wanted_threshold(None, {}, "linux") == allocator.DEFAULT_THRESHOLD
+    assert allocator.wanted_threshold(4194304, {}, "linux") == 4194304
+    assert allocator.wanted_threshold(False, {}, "linux") is None
     # the user's own glibc setting, another allocator or another OS: left alone
-    assert allocator.wanted_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}, "linux") is None
-    assert allocator.wanted_threshold({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
+    assert allocator.wanted_threshold(None, {"MALLOC_MMAP_THRESHOLD_": "65536"}, "linux") is None
+    assert allocator.wanted_threshold(None, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
                                       "linux") is None
-    assert allocator.wanted_threshold({}, "darwin") is None
+    assert allocator.wanted_threshold(None, {}, "darwin") is None
+
+
+def test_the_setting_is_read_by_zoo_settings():
+    from zoo import settings
+
+    assert settings.malloc_threshold("") is None
+    assert settings.malloc_threshold("off") is False
+    assert settings.malloc_threshold("4194304") == 4194304
 
 
 @pytest.mark.parametrize("value", ["lots", "12.5", "100", str(64 << 20)])
 def test_a_malformed_threshold_is_a_settings_error(value):
-    from zoo.settings import SettingsError
+    from zoo import settings
 
-    with pytest.raises(SettingsError, match="ZOO_MALLOC_THRESHOLD"):
-        allocator.wanted_threshold({"ZOO_MALLOC_THRESHOLD": value}, "linux")
+    with pytest.raises(settings.SettingsError, match="ZOO_MALLOC_THRESHOLD"):
+        settings.malloc_threshold(value)
 
 
 @pytest.mark.skipif(sys.platform != "linux" or allocator._glibc() is None,
@@ -41,15 +49,15 @@ def test_fix_sets_mallopt_once(monkeypatch):
 
     monkeypatch.setattr(allocator, "_done", [])
     monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
-    assert allocator.fix_mmap_threshold({}) == allocator.DEFAULT_THRESHOLD
-    assert allocator.fix_mmap_threshold({}) == allocator.DEFAULT_THRESHOLD
+    assert allocator.fix_mmap_threshold(None, {}) == allocator.DEFAULT_THRESHOLD
+    assert allocator.fix_mmap_threshold(None, {}) == allocator.DEFAULT_THRESHOLD
     assert calls == [(allocator.M_MMAP_THRESHOLD, allocator.DEFAULT_THRESHOLD)]
 
 
 def test_fix_does_nothing_when_opted_out(monkeypatch):
     monkeypatch.setattr(allocator, "_done", [])
     monkeypatch.setattr(allocator, "_glibc", lambda: pytest.fail("libc must not be touched"))
-    assert allocator.fix_mmap_threshold({"ZOO_MALLOC_THRESHOLD": "off"}) is None
+    assert allocator.fix_mmap_threshold(False, {}) is None
     assert allocator._done == []
 
 

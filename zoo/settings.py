@@ -157,8 +157,23 @@ def fault() -> str:
                         "(docs/reliability.md); unset it outside tests")
 
 
+def malloc_threshold(value: str | None = None) -> int | bool | None:
+    """``ZOO_MALLOC_THRESHOLD`` (or ``value``): a byte count, ``False`` for off, ``None``
+    when unset (zoo.engine.allocator's default)."""
+    raw = (_raw("ZOO_MALLOC_THRESHOLD") if value is None else value) or ""
+    setting = raw.strip().lower()
+    if not setting:
+        return None
+    if setting in OFF:
+        return False
+    if not setting.isdigit() or not 4096 <= int(setting) <= 32 << 20:
+        raise SettingsError(f"ZOO_MALLOC_THRESHOLD={raw!r} is not a size — use a number of "
+                            f"bytes from 4096 to {32 << 20}, or off (or unset it)")
+    return int(setting)
+
+
 _CHECKS = {"flag": flag, "fault": lambda name: fault(),
-           "seconds": lambda name: seconds(name, 1.0)}
+           "seconds": lambda name: seconds(name, 1.0), "bytes": lambda name: malloc_threshold()}
 
 
 def check_environment() -> None:

@@ -24,33 +24,27 @@ import ctypes.util
 import os
 import sys
 
-from zoo.settings import SettingsError
+from zoo import settings
+
 
 M_MMAP_THRESHOLD = -3          # glibc's mallopt parameter number
 DEFAULT_THRESHOLD = 16 << 20   # 16 MiB: the measured balance of peak memory and CPU time
-MAX_THRESHOLD = 32 << 20       # glibc's own ceiling for it on 64-bit
 _done: list[int] = []          # the threshold set in this process (once)
 
 
-def wanted_threshold(environ: dict | None = None, platform: str | None = None) -> int | None:
-    """The threshold to set, or None to leave the allocator as it is."""
+def wanted_threshold(setting: int | bool | None = None, environ: dict | None = None,
+                     platform: str | None = None) -> int | None:
+    """The threshold to set, or None to leave the allocator as it is; ``setting`` is
+    ``ZOO_MALLOC_THRESHOLD`` as :func:`zoo.settings.malloc_threshold` reads it."""
     environ = os.environ if environ is None else environ
-    if (platform or sys.platform) != "linux":
+    if (platform or sys.platform) != "linux" or setting is False:
         return None
     if "MALLOC_MMAP_THRESHOLD_" in environ:    # the user chose: glibc reads it itself
         return None
     if any(name in environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc",
                                                               "mimalloc")):
         return None
-    setting = environ.get("ZOO_MALLOC_THRESHOLD", "").strip().lower()
-    if setting in ("off", "0", "no", "false"):
-        return None
-    if not setting:
-        return DEFAULT_THRESHOLD
-    if not setting.isdigit() or not 4096 <= int(setting) <= MAX_THRESHOLD:
-        raise SettingsError(f"ZOO_MALLOC_THRESHOLD={setting!r} is not a size — use a number of "
-                            f"bytes from 4096 to {MAX_THRESHOLD}, or off (or unset it)")
-    return int(setting)
+    return DEFAULT_THRESHOLD if setting is None else int(setting)
 
 
 def _glibc():
@@ -63,11 +57,16 @@ def _glibc():
         return None
 
 
-def fix_mmap_threshold(environ: dict | None = None) -> int | None:
-    """Set glibc's mmap threshold once per process; returns the threshold set, or None."""
+def fix_mmap_threshold(setting: int | bool | None | str = "env",
+                       environ: dict | None = None) -> int | None:
+    """Set glibc's mmap threshold once per process; returns the threshold set, or None.
+    ``setting``: a byte count, False (off), None (:data:`DEFAULT_THRESHOLD`), or "env":
+    ``ZOO_MALLOC_THRESHOLD`` (a malformed value raises :class:`~zoo.settings.SettingsError`)."""
     if _done:
         return _done[0]
-    threshold = wanted_threshold(environ)
+    if setting == "env":
+        setting = settings.malloc_threshold()
+    threshold = wanted_threshold(setting, environ)
     libc = _glibc() if threshold is not None else None
     if libc is None or not libc.mallopt(M_MMAP_THRESHOLD, threshold):
         return None
