@@ -23,7 +23,11 @@ it the fastai column is left out and a plain torchvision loop (``plain``) is the
 reference (``--plain`` runs it too).
 
     python benchmarks/peak_memory.py --timm-train /tmp/timm/train.py \
-        --fastai-site /tmp/fastai_venv/lib/python3.11/site-packages [--jobs finetune,fewshot] [--epochs 1]
+        --fastai-site /tmp/fastai_venv/lib/python3.11/site-packages \
+        [--jobs finetune,fewshot] [--epochs 1] [--only zoo,timm]
+
+``ZOO_MALLOC_THRESHOLD=off`` in the environment measures zoo as glibc lays out its heap
+(zoo.engine.allocator); the figures are in docs/benchmarks.md.
 """
 from __future__ import annotations
 
