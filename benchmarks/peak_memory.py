@@ -59,7 +59,7 @@ def make_data(root: Path, per_split: tuple[int, int, int], seed: int = 0) -> Pat
     if (root / "done").exists():
         return root
     names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field",
-             "immunohistochemistry", "colorwheel", "retina", "skin"]
+             "immunohistochemistry", "colorwheel", "retina"]  # bundled: no download
     sources = []
     for name in names:
         try:
@@ -162,7 +162,10 @@ def timm_command(train_py: str, data: Path, out: Path, size: int, epochs: int) -
 
 
 def measure(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run one child; its own peak RSS (MB) and CPU time from os.wait4's rusage."""
+    """Run one child; its own peak RSS (MB) and CPU time from os.wait4's rusage.
+
+    Linux counts the parent's RSS at fork in the child's ``ru_maxrss`` (kept across exec):
+    the parent must stay small, so :func:`main` makes the data in a child of its own."""
     start = time.perf_counter()
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -210,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for job in args.jobs.split(","):
         *per_split, size = JOBS[job]
-        data = make_data(work / f"data_{job}", tuple(per_split))
+        data = work / f"data_{job}"
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "from peak_memory import make_data; from pathlib import Path; "
+                        "make_data(Path(sys.argv[2]), tuple(map(int, sys.argv[3:])))",
+                        str(HERE), str(data), *map(str, per_split)], check=True)
         row = results[job] = {}
         for name, command in runners.items():
             out = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=work))
