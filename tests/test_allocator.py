@@ -11,7 +11,8 @@ from zoo_cli_helpers import TINY_FLAGS, assert_one_line_error, tiny_run, zoo
 
 
 def test_wanted_threshold_default_and_opt_outs():
-    assert allocator.wanted_threshold(None, {}, "linux") == allocator.DEFAULT_THRESHOLD
+    assert allocator.wanted_threshold(None, {}, "linux") is None  # opt-in
+    assert allocator.wanted_threshold(True, {}, "linux") == allocator.DEFAULT_THRESHOLD
     assert allocator.wanted_threshold(4194304, {}, "linux") == 4194304
     assert allocator.wanted_threshold(False, {}, "linux") is None
     # the user's own glibc setting, another allocator or another OS: left alone
@@ -26,6 +27,7 @@ def test_the_setting_is_read_by_zoo_settings():
 
     assert settings.malloc_threshold("") is None
     assert settings.malloc_threshold("off") is False
+    assert settings.malloc_threshold("on") is True
     assert settings.malloc_threshold("4194304") == 4194304
 
 
@@ -49,8 +51,8 @@ def test_fix_sets_mallopt_once(monkeypatch):
 
     monkeypatch.setattr(allocator, "_done", [])
     monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
-    assert allocator.fix_mmap_threshold(None, {}) == allocator.DEFAULT_THRESHOLD
-    assert allocator.fix_mmap_threshold(None, {}) == allocator.DEFAULT_THRESHOLD
+    assert allocator.fix_mmap_threshold(True, {}) == allocator.DEFAULT_THRESHOLD
+    assert allocator.fix_mmap_threshold(True, {}) == allocator.DEFAULT_THRESHOLD
     assert calls == [(allocator.M_MMAP_THRESHOLD, allocator.DEFAULT_THRESHOLD)]
 
 
@@ -79,9 +81,10 @@ def _history(run: Path) -> list[tuple]:
                     reason="glibc only")
 def test_a_run_with_the_fixed_threshold_has_the_same_results(tmp_path):
     """Where blocks are placed changes no number: the same tiny run with the threshold
-    fixed (the default) and left to glibc (``ZOO_MALLOC_THRESHOLD=off``)."""
+    fixed (``ZOO_MALLOC_THRESHOLD=on``) and left to glibc (``off``, the default)."""
     out = tmp_path / "runs"
-    fixed = tiny_run(out, "fixed", "--epochs", "2", "--set", "data.num_workers=0")
+    fixed = tiny_run(out, "fixed", "--epochs", "2", "--set", "data.num_workers=0",
+                     env={"ZOO_MALLOC_THRESHOLD": "on"})
     glibc = tiny_run(out, "glibc", "--epochs", "2", "--set", "data.num_workers=0",
                      env={"ZOO_MALLOC_THRESHOLD": "off"})
     assert fixed["test"] == glibc["test"]

@@ -11,8 +11,10 @@ grows.  Setting the threshold once (``mallopt``) turns the raising off; big tens
 (allocation placement only).  The price is CPU time: an ``mmap``-ed block is fresh pages,
 faulted in and zeroed at each step.  On the 224-px few-shot fine-tune (3 epochs, one
 thread) peak RSS / CPU time were 2,328 MB / 54 s as glibc does it, 2,149 / 58 s with
-16 MiB, 1,969 / 64 s with 8 MiB, 1,945 / 66 s with 4 MiB, 1,886 / 70 s with 1 MiB: 16 MiB
-is the default, ``ZOO_MALLOC_THRESHOLD=BYTES`` picks another.
+16 MiB, 1,969 / 64 s with 8 MiB, 1,945 / 66 s with 4 MiB, 1,886 / 70 s with 1 MiB.  It is
+opt-in (``ZOO_MALLOC_THRESHOLD=on``: 16 MiB, or a byte count): +7% CPU time for -8% peak
+memory is the user's trade to make, and zoo's whole-process budget (<= 1.10x a plain loop)
+has no room for it by default.
 
 Left alone: other C libraries (macOS, musl), another allocator preloaded (jemalloc,
 tcmalloc), or a user's own ``MALLOC_MMAP_THRESHOLD_`` / ``ZOO_MALLOC_THRESHOLD=off``.
@@ -28,7 +30,7 @@ from zoo import settings
 
 
 M_MMAP_THRESHOLD = -3          # glibc's mallopt parameter number
-DEFAULT_THRESHOLD = 16 << 20   # 16 MiB: the measured balance of peak memory and CPU time
+DEFAULT_THRESHOLD = 16 << 20   # 16 MiB (``on``): the measured balance of memory and CPU time
 _done: list[int] = []          # the threshold set in this process (once)
 
 
@@ -37,14 +39,14 @@ def wanted_threshold(setting: int | bool | None = None, environ: dict | None = N
     """The threshold to set, or None to leave the allocator as it is; ``setting`` is
     ``ZOO_MALLOC_THRESHOLD`` as :func:`zoo.settings.malloc_threshold` reads it."""
     environ = os.environ if environ is None else environ
-    if (platform or sys.platform) != "linux" or setting is False:
-        return None
+    if (platform or sys.platform) != "linux" or setting is None or setting is False:
+        return None  # opt-in: unset leaves glibc as it is
     if "MALLOC_MMAP_THRESHOLD_" in environ:    # the user chose: glibc reads it itself
         return None
     if any(name in environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc",
                                                               "mimalloc")):
         return None
-    return DEFAULT_THRESHOLD if setting is None else int(setting)
+    return DEFAULT_THRESHOLD if setting is True else int(setting)
 
 
 def _glibc():
