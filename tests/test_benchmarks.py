@@ -165,3 +165,23 @@ def test_auto_bar_fixed_from_reruns_auto_only(tmp_path, monkeypatch, capsys):
     fixed = [r for r in rows if r["strategy"] != "auto"]
     assert fixed == [r for r in earlier if r["strategy"] != "auto" and r["seed"] < 2]
     assert "| 95.0 ± 0.0 |" in capsys.readouterr().out  # the new auto rows in the table
+
+
+def test_peak_memory_data_and_child_measurement(tmp_path):
+    """benchmarks/peak_memory.py: the generated folders (320×240 JPEGs in train/val/test
+    class folders) and a child's own peak RSS from os.wait4, not the parent's."""
+    from PIL import Image
+
+    pm = load("peak_memory")
+    root = pm.make_data(tmp_path / "data", (2, 1, 1))
+    counts = {s: len(list((root / s).rglob("*.jpg"))) for s in ("train", "val", "test")}
+    assert counts == {"train": 2 * pm.CLASSES, "val": pm.CLASSES, "test": pm.CLASSES}
+    with Image.open(next((root / "train").rglob("*.jpg"))) as im:
+        assert (im.size, im.format) == ((320, 240), "JPEG")
+    # 1.5 GiB touched: above this test process's own RSS, which a forked child's
+    # ru_maxrss starts from (the benchmark keeps its parent small for that reason)
+    touch = "b = bytearray(1536 << 20); b[::4096] = b'x' * len(b[::4096])"
+    big = pm.measure([sys.executable, "-S", "-c", touch], {}, tmp_path / "log.txt")
+    assert 1536 <= big["maxrss_mb"] < 1800
+    assert pm.measure([sys.executable, "-S", "-c", "raise SystemExit(3)"], {},
+                      tmp_path / "log3.txt") == {"error": "exit 3"}

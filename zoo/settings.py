@@ -59,6 +59,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ZOO_NORMAL_EXIT", "flag", "off", "end the CLI with normal interpreter teardown"),
     Variable("ZOO_DIST_TIMEOUT", "seconds", "300", "torchrun: how long a rank waits for others"),
     Variable("ZOO_DDP_FIND_UNUSED", "flag", "off", "torchrun: DDP's find_unused_parameters"),
+    Variable("ZOO_MALLOC_THRESHOLD", "bytes", "off",
+             "a run's glibc mmap threshold (off: glibc's own; docs/benchmarks.md)"),
     Variable("ZOO_MLFLOW_TRACKING_URI", "text", "$ZOO_HOME/mlflow", "zoo-mlflow: tracking store"),
     Variable("ZOO_MLFLOW_EXPERIMENT", "text", "zoo", "zoo-mlflow: the experiment name"),
     Variable("ZOO_FAULT", "fault", "unset", "test-only fault injection (docs/reliability.md)"),
@@ -155,8 +157,25 @@ def fault() -> str:
                         "(docs/reliability.md); unset it outside tests")
 
 
+def malloc_threshold(value: str | None = None) -> int | bool | None:
+    """``ZOO_MALLOC_THRESHOLD`` (or ``value``): a byte count, ``True`` for on (16 MiB),
+    ``False`` for off, ``None`` when unset (off: glibc as it is)."""
+    raw = (_raw("ZOO_MALLOC_THRESHOLD") if value is None else value) or ""
+    setting = raw.strip().lower()
+    if not setting:
+        return None
+    if setting in OFF:
+        return False
+    if setting in ON:
+        return True
+    if not setting.isdigit() or not 4096 <= int(setting) <= 32 << 20:
+        raise SettingsError(f"ZOO_MALLOC_THRESHOLD={raw!r} is not a size — use a number of "
+                            f"bytes from 4096 to {32 << 20}, or off (or unset it)")
+    return int(setting)
+
+
 _CHECKS = {"flag": flag, "fault": lambda name: fault(),
-           "seconds": lambda name: seconds(name, 1.0)}
+           "seconds": lambda name: seconds(name, 1.0), "bytes": lambda name: malloc_threshold()}
 
 
 def check_environment() -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from zoo.engine import allocator
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed, guard, isolation, threads
 from zoo.engine.blame import plugin_error
@@ -203,6 +204,8 @@ def prepare_step(r: Run) -> None:
     # no reference to r here: a cycle would keep the run's loaders (and their worker
     # processes, which share the run folder's lock) alive after the run until a GC pass
     r.rec.warn = isolation.Warner(log, r.quiet, r.main)  # recorded and printed, even with -q
+    # before data and model: the heap must not creep from epoch to epoch
+    allocator.fix_mmap_threshold()
     torch.manual_seed(r.job.seed)
     if r.resume:
         r.rec.open_folder(RunWriter(rundir.require_run_dir(r.resume), main=r.main,
