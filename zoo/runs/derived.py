@@ -15,29 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from zoo.engine.data import load_splits, make_loader
+from zoo.engine.data import make_loader
 from zoo.engine.metric_files import add_always_metrics, write_metric_files
 from zoo.engine.outputs import versions
 from zoo.errors import CheckpointError
 from zoo.engine.run_writer import RunWriter
+from zoo.runs.reuse import eval_bundle  # noqa: F401 (soup, adapt)
 from zoo.io import atomic
 from zoo.io import runfolder as rundir
-
-
-def eval_bundle(catalog, run, data: str | None = None, data_root: str | None = None):
-    """The run's three splits (or those of ``data``) through its evaluation transform."""
-    from zoo.engine.prepare import eval_view  # lazy: torch
-
-    spec = run.job.data
-    if data is not None:
-        target = catalog.resolve_dataset_arg(data)
-        if target["name"] != spec.name:  # another dataset: the run's params are not its own
-            spec = replace(spec, params={})
-        spec = replace(spec, **target)
-    if data_root is not None:
-        spec = replace(spec, root=data_root)
-    return eval_view(load_splits(catalog, spec, run.job.seed),
-                     run.model.backbone.pretrained_cfg, run.image_size)
 
 
 def split_loader(split, job, device, batch_size: int | None = None, shuffle: bool = False):

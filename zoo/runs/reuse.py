@@ -109,10 +109,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
                  device: str = "cpu", batch_size: int | None = None,
                  data_root: str | None = None) -> dict:
     """Metrics of a run's saved model on its own test split (or on ``data``)."""
-
     from zoo.engine.loop import evaluate  # lazy: imports torch
     from zoo.engine.build import build_metrics  # lazy: imports torch
-    from zoo.engine.prepare import eval_view  # lazy: torch
 
     catalog = catalog or get_catalog()
     device = torch_device(device)
@@ -120,16 +118,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, catalog=None,
         raise ConfigError(f"--batch-size must be between 1 and 1000000, got {batch_size}")
     run = load_run(run_dir, catalog, device)
     job = run.job
-    spec = job.data
-    if data is not None:
-        target = catalog.resolve_dataset_arg(data)
-        if target["name"] != spec.name:  # another dataset: the run's params are not its own
-            spec = replace(spec, params={})
-        spec = replace(spec, **target)
-    if data_root is not None:
-        spec = replace(spec, root=data_root)
-    bundle = eval_view(load_splits(catalog, spec, job.seed), run.model.backbone.pretrained_cfg,
-                       run.image_size)
+    bundle = eval_bundle(catalog, run, data, data_root)
     if data is None and bundle.classes != run.classes:
         raise CheckpointError(f"the data's classes differ from the run's ({len(bundle.classes)}"
                               f" vs {len(run.classes)}) — pass --data")
@@ -179,3 +168,19 @@ def list_runs(parent: str | Path = "runs") -> list[dict]:
         })
         rows[-1]["date"] = datetime.fromtimestamp(rows[-1]["mtime"]).strftime("%Y-%m-%d %H:%M")
     return sorted(rows, key=lambda r: r["mtime"], reverse=True)
+
+
+def eval_bundle(catalog, run, data: str | None = None, data_root: str | None = None):
+    """The run's three splits (or those of ``data``) through its evaluation transform."""
+    from zoo.engine.prepare import eval_view  # lazy: torch
+
+    spec = run.job.data
+    if data is not None:
+        target = catalog.resolve_dataset_arg(data)
+        if target["name"] != spec.name:  # another dataset: the run's params are not its own
+            spec = replace(spec, params={})
+        spec = replace(spec, **target)
+    if data_root is not None:
+        spec = replace(spec, root=data_root)
+    return eval_view(load_splits(catalog, spec, run.job.seed),
+                     run.model.backbone.pretrained_cfg, run.image_size)
