@@ -172,14 +172,45 @@ def test_the_finalist_is_compared_at_equal_budgets_and_extrapolated(
     rival = Candidate("linear-probe", None, "cheap", None, "target",
                       scores={FULL: (full, 0.5, 0)})
     trials = _Rival(rival_curve)
-    winner, why = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, trials)
-    assert winner.strategy == wins
+    winner, why, hedged = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, trials)
+    assert winner.strategy == wins and hedged is False  # no fallback offered: none used
     assert trials.calls == [("linear-probe", 0.5, True), ("linear-probe", 2.0, True)]
     assert rival.scores[0][0] == rival_curve[0.5] and "equal budgets" in why
     free = Candidate("knn", None, "free", None, "target", scores={FULL: (full, 0.5, 0)})
     trials = _Rival(rival_curve)
     paid_or_measured(fin, free, [0.5, 2.0], 8, 100, trials)
     assert trials.calls == [] and free.scores[1] == free.scores[FULL]  # no training: same
+
+
+@pytest.mark.parametrize("paid_scores, rival_curve, full, wins, hedged, says", [
+    # catching up (gap -0.47 -> -0.26) but predicted 0.85 < 0.90: cannot tell -> trains it
+    ((0.30, 0.55), {0.5: 0.77, 2.0: 0.81}, 0.90, "finetune", True, "cannot tell"),
+    # not closing (gap -0.45 -> -0.45): the probe, measured, wins outright
+    ((0.10, 0.20), {0.5: 0.55, 2.0: 0.65}, 0.80, "linear-probe", False, "a tie goes"),
+    # falling behind with more training: the probe
+    ((0.60, 0.55), {0.5: 0.60, 2.0: 0.70}, 0.70, "linear-probe", False, "a tie goes"),
+    # predicted to win: it trains, with the probe as its fallback all the same
+    ((0.30, 0.60), {0.5: 0.77, 2.0: 0.81}, 0.90, "finetune", True, "predicted val"),
+])
+def test_when_auto_cannot_tell_the_finalist_trains_with_the_rival_as_fallback(
+        paid_scores, rival_curve, full, wins, hedged, says):
+    from zoo_strategies.auto_halving import FULL, paid_or_measured
+    from zoo_strategies.auto_trials import Candidate
+
+    fin = Candidate("finetune", None, "full", None, "target",
+                    scores={0: (paid_scores[0], 1.0, 0), 1: (paid_scores[1], 1.0, 0)})
+    rival = Candidate("linear-probe", None, "cheap", None, "target",
+                      scores={FULL: (full, 0.5, 0)})
+    winner, why, used = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, _Rival(rival_curve),
+                                         fall_back=True)
+    assert (winner.strategy, used) == (wins, hedged) and says in why
+    if hedged:
+        assert "fallback" in why
+    # the same trials when the run cannot carry a fallback: the prediction decides alone
+    rival.scores = {FULL: (full, 0.5, 0)}
+    winner, _, used = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, _Rival(rival_curve))
+    assert used is False and winner.strategy == ("finetune" if says == "predicted val"
+                                                 else "linear-probe")
 
 
 def test_successive_halving_keeps_the_top_third_per_rung():
@@ -504,3 +535,45 @@ def test_a_run_with_a_head_start_resumes_to_the_uninterrupted_result(tmp_path, m
     monkeypatch.delenv("ZOO_FAULT")
     resumed = run_job(job("part"), cat, quiet=True, resume=str(tmp_path / "part"))
     assert resumed["status"] == "completed" and resumed["test"] == full["test"]
+
+
+def test_a_hedged_paid_winner_carries_the_probe_as_fallback(monkeypatch, tmp_path):
+    """When auto cannot tell, the plan's fallback is the *source* backbone with the probe's
+    trained head — taken before the winner's trial weights are loaded into the model."""
+    from zoo_strategies import auto_halving
+
+    real = auto_halving.paid_or_measured
+
+    def cannot_tell(finalist, rival, budgets, epochs, n_val, trials, fall_back=False):
+        assert fall_back is True  # a probe and a fine-tune: the run can carry it
+        real(finalist, rival, budgets, epochs, n_val, trials, fall_back)
+        return finalist, "cannot tell (forced)", True
+
+    monkeypatch.setattr(auto_halving, "paid_or_measured", cannot_tell)
+    m, groups = model()
+    source = {k: v.clone() for k, v in m.state_dict().items()}
+    ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
+    plan = Auto().plan(m, groups, auto_job(candidates="linear-probe,finetune", rungs=2), ctx)
+    assert plan.choice.chosen == "finetune" and plan.fallback is not None
+    assert plan.fallback.label.startswith("linear-probe @")
+    weights = plan.fallback.weights
+    assert weights.keys() == source.keys()
+    heads = [k for k in source if k.startswith("head.")]
+    body = [k for k in source if not k.startswith("head.") and source[k].is_floating_point()]
+    assert all(torch.equal(weights[k], source[k]) for k in body)  # the source backbone
+    assert any(not torch.equal(weights[k], source[k]) for k in heads)  # the probe's head
+    now = m.state_dict()  # the run starts from the fine-tune's trial (reuse_trial)
+    assert any(not torch.equal(now[k], source[k]) for k in body)
+    # a run: summary.json says where the fallback came from, its val score, whether kept
+    from zoo.kit.testing.components import run_tiny
+
+    cat = make_catalog()
+    src = Path(run_tiny(cat, tmp_path / "src", train={"epochs": 1})["run_dir"])
+    summary = run_tiny(cat, tmp_path, weights=str(src / "model.safetensors"),
+                       train={"epochs": 3}, strategy={"name": "auto", "params": {
+                           "candidates": "linear-probe,finetune", "rungs": 2}})
+    fb = summary["fallback"]
+    assert summary["auto"]["chosen"] == "finetune" and fb["from"].startswith("linear-probe @")
+    assert fb["kept"] == (summary["best_epoch"] == 0)
+    assert 0.0 <= fb["val"]["accuracy"] <= 1.0 and summary["monitor"]["best"] >= \
+        fb["val"]["accuracy"]

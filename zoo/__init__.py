@@ -31,6 +31,7 @@ _API = {
     "PhaseContext": "zoo.plan",
     "LossContext": "zoo.plan",
     "Choice": "zoo.plan",
+    "Fallback": "zoo.plan",
     "Strategy": "zoo.strategy_base",
     "LossTerm": "zoo.strategy",     # an nn.Module: imports torch
     "Backbone": "zoo.backbones",

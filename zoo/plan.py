@@ -155,6 +155,8 @@ class StrategyPlan:
     # target_unlabeled and the job has source_data; zoo.engine.phases.trains_on)
     train_on: str = "auto"
     choice: Choice | None = None  # auto: what it chose (summary.json's "auto")
+    # weights the run has to beat: validated as "epoch 0", kept unless an epoch beats them
+    fallback: Fallback | None = None
 
     @property
     def epochs(self) -> int:
@@ -304,6 +306,27 @@ class PlanContext:
     @property
     def num_classes(self) -> int | None:
         return len(self.data.classes) if self.data is not None else None
+
+
+@dataclass
+class Fallback:
+    """Weights a run keeps unless one of its epochs beats them on the monitored val metric.
+
+    ``auto`` hands the run the rival it measured exactly (a linear probe trained as it would
+    run) when it trains a slower candidate it could only predict: the loop validates these
+    weights with the run's own validator before the first epoch ("epoch 0" of the best-epoch
+    bookkeeping), so the run ends with whichever is better on val.  ``weights`` is a complete
+    state dict of the model as the plan leaves it (its model changes applied); ``label``
+    names where they come from (``summary.json``'s ``fallback``)."""
+
+    label: str
+    weights: dict | None = field(default=None, repr=False)  # the run drops them once seeded
+    note: str = ""
+    val: dict = field(default_factory=dict)  # the run's val metrics of these weights
+
+    def to_dict(self) -> dict:
+        return {"from": self.label, "val": dict(self.val),
+                **({"note": self.note} if self.note else {})}
 
 
 @dataclass

@@ -13,8 +13,8 @@ from torch import nn
 
 from zoo.backbones import LayerGroup, TransferModel
 from zoo.plan import (BN_MODES, PHASE_STEPS, SELECTION_KINDS, STREAMS,  # noqa: F401
-                      AutoCandidate, Choice, GroupSetting, LossContext, ModelChange, Phase,
-                      PhaseContext, PlanContext, Selection, StrategyPlan, all_groups,
+                      AutoCandidate, Choice, Fallback, GroupSetting, LossContext, ModelChange,
+                      Phase, PhaseContext, PlanContext, Selection, StrategyPlan, all_groups,
                       resolve_bn, validate_plan)
 from zoo.selection import NORM_TYPES, apply_phase, bn_param_names, choose_params  # noqa: F401
 from zoo.strategy_base import Strategy  # noqa: F401  (the authors' base class, re-exported)

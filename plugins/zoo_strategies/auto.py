@@ -36,7 +36,7 @@ import dataclasses
 
 from zoo.catalog import get_catalog
 from zoo.errors import ConfigError, did_you_mean
-from zoo.plan import AutoCandidate, Choice, PlanContext, StrategyPlan
+from zoo.plan import AutoCandidate, Choice, Fallback, PlanContext, StrategyPlan
 from .base import Strategy, has_source_weights
 
 FALLBACK_NO_WEIGHTS = ("finetune", "lp-ft", "linear-probe")
@@ -166,7 +166,7 @@ class Auto(Strategy):
                          f"{n_val / max(1, k):.0f} val images per class"]
         table: list[str] = []
         trials: list = []
-        winner = None
+        winner = rival = None
         if not has_source_weights(model):
             chosen = _prefer(names, FALLBACK_NO_WEIGHTS, found, "full")
             why = ("no source weights (random init): frozen random features are not worth "
@@ -182,12 +182,15 @@ class Auto(Strategy):
         else:
             from .auto_halving import halve  # lazy: the trials import torch
 
-            winner, why, table, trials = halve(ctx, starts_frozen, model, groups, job, found,
-                                               eta=eta, rungs=rungs, budget=budget,
-                                               factor=factor, lr_mode=p["lr"])
+            winner, why, table, trials, rival = halve(
+                ctx, starts_frozen, model, groups, job, found, eta=eta, rungs=rungs,
+                budget=budget, factor=factor, lr_mode=p["lr"])
             chosen, lr = winner.strategy, winner.lr
         entry = next(f for f in found if f[0] == chosen)
         plan = self.delegate(entry, model, groups, lr, ctx)
+        # the fallback's weights are the source model's with the rival's head: taken before
+        # the winner's trial weights are loaded
+        fallback = _fallback(rival, model) if rival is not None else None
         start = _reuse_trial(winner, entry, plan, model, reuse) if winner is not None else None
         if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none" \
                 and bundle is not None and _set_train_transform(bundle):
@@ -208,7 +211,7 @@ class Auto(Strategy):
                  *[f"{chosen}: {n}" for n in plan.notes]]
         final_lr = lr if lr is not None else entry[3].train.lr
         return StrategyPlan(self.name, plan.phases, notes, model_changes=plan.model_changes,
-                            train_on=plan.train_on,
+                            train_on=plan.train_on, fallback=fallback,
                             choice=Choice(chosen, final_lr, trials, skipped))
 
     @staticmethod
@@ -254,6 +257,19 @@ def _reuse_trial(winner, entry, plan, model, reuse: bool) -> str | None:
     model.load_state_dict(trained)
     return (f"starts from its trial's weights ({winner.trained_for}; "
             "strategy.params.reuse_trial=false starts from the source weights)")
+
+
+def _fallback(rival, model) -> Fallback | None:
+    """The run's :class:`zoo.plan.Fallback`: the model's (source) weights with what the
+    rival's trial changed (its trained head), on the model's device; ``None`` when what it
+    changed is not in this model."""
+    changed, rival.trained = rival.trained, None
+    own = model.state_dict()
+    if any(k not in own or tuple(own[k].shape) != tuple(v.shape) for k, v in changed.items()):
+        return None
+    weights = {k: (changed[k] if k in changed else v).detach().to(v.device, copy=True)
+               for k, v in own.items()}
+    return Fallback(f"{rival.label} (auto's trial, trained as it would run)", weights)
 
 
 def _set_train_transform(bundle) -> bool:

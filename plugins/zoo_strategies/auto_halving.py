@@ -71,7 +71,9 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
     if any(c.trains_on == "source" for c in cands):
         n_val = len(data["source"].val)
     # free and cheap candidates: scored once, trained as the run will train them
-    measured = [_score(c, FULL, trials.run(c, epochs)) for c in cands if c.cost not in PAID]
+    # (their weights kept: the best one is the run's fallback when a paid one wins)
+    measured = [_score(c, FULL, trials.run(c, epochs, keep_weights=True))
+                for c in cands if c.cost not in PAID]
     # paid candidates: successive halving among themselves, at equal budgets
     val_cost = validation_cost(data, cands)
     paid = by_priority([c for c in cands if c.cost in PAID], starts_frozen)
@@ -94,7 +96,7 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
         alive = [alive[i] for i in sorted(order[:keep])]
     best = rank_rung(alive, last, n_val)[0] if last else None
     finalist = alive[best] if last else None
-    rival = None
+    rival, hedge = None, False
     if measured:
         label, rival_why = choose(measured, n_val)
         rival = next(c for c in cands if c.label == label)
@@ -105,12 +107,23 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
     elif finalist is None:  # nothing paid
         winner, why = rival, rival_why
     else:
-        winner, why = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials)
-    for c in cands:  # only the winner's trial weights are worth their memory
-        if c is not winner:
+        winner, why, hedge = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
+                                              can_fall_back(finalist, rival))
+    fallback = rival if hedge else None
+    for c in cands:  # only the winner's and the fallback's weights are worth their memory
+        if c is not winner and c is not fallback:
             c.trained = None
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
-    return winner, why, table + log, cands
+    return winner, why, table + log, cands, fallback
+
+
+def can_fall_back(finalist: Candidate, rival: Candidate) -> bool:
+    """The run of ``finalist`` can carry ``rival``'s trial weights as its fallback: the
+    rival kept them, both train on the same labeled data and neither changes the model
+    (an own head, adapters: the state dicts would not match)."""
+    return (rival.trained is not None and rival.trained_diff and not rival.changes
+            and not rival.changes_model and not finalist.changes
+            and not finalist.changes_model and rival.trains_on == finalist.trains_on)
 
 
 def rank_rung(alive: list[Candidate], results: list[TrialResult], n_val: int) -> list[int]:
@@ -146,9 +159,12 @@ def by_priority(paid: list[Candidate], starts_frozen: dict) -> list[Candidate]:
                                        variant(c), paid.index(c)))
 
 
-def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials):
-    """``(winner, why)``: the paid finalist, trained on a fraction of the run, against the
-    best free/cheap candidate, measured as it will run.
+def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
+                     fall_back: bool = False):
+    """``(winner, why, hedged)``: the paid finalist, trained on a fraction of the run,
+    against the best free/cheap candidate, measured as it will run; ``hedged``: the run
+    trains the finalist and keeps the rival's weights as its fallback (``fall_back``: it
+    can).
 
     A short trial under-rates a candidate that learns slowly (the low-fidelity bias of
     successive halving), so the two are compared at equal budgets: the rival is trained on
@@ -156,7 +172,18 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials):
     extended in log-epochs to the run's ``epochs`` (learning curves are close to linear in
     log-time before they saturate; Domhan et al. 2015 extrapolate them to stop trials
     early).  The finalist wins when that prediction beats the rival's measured score by
-    more than one val image; a tie goes to the measured one."""
+    more than one val image.
+
+    Otherwise auto *cannot tell* when the finalist is catching up (its gap to the rival
+    closed by more than one val image from the first rung to the last) yet is predicted to
+    fall short: a two-point extension from trials of a few epochs on a small val split
+    under-rates methods that need many epochs (a 5-shot, 30-epoch fine-tune predicted 0.67
+    ended at 0.88 against a 0.85 probe).  Then the finalist trains for the whole run with the
+    rival's weights as its fallback (:class:`zoo.plan.Fallback`): the run validates them as
+    epoch 0 and keeps them unless an epoch beats them — val decides at the end, where it can
+    tell, for one run's cost.  A finalist that falls further behind as it trains longer, or
+    a run that cannot carry the fallback, leaves the rival the winner (a tie goes to the
+    measured one)."""
     rungs = sorted(r for r in finalist.scores if r != FULL)
     first, lastr = rungs[0], rungs[-1]
     for r in (first, lastr):  # the rival on the same budgets (a free one: the same score)
@@ -175,12 +202,20 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials):
     tol = 1.0 / max(1, n_val)
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
              f"{b1:.2g} epoch(s), {gapl:+.3f} at {bl:.2g}")
+    kept = (f"; {rival.label}'s weights are the run's fallback: kept unless an epoch beats "
+            "their val score")
     if predicted > measured + tol + 1e-9:
         return finalist, (f"predicted val accuracy {predicted:.3f} at {epochs} epochs vs "
-                          f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)")
+                          f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)"
+                          + (kept if fall_back else "")), fall_back
+    if fall_back and gapl - gap1 > tol + 1e-9 and bl < epochs:
+        return finalist, (f"cannot tell: {finalist.label} catches up with {rival.label} "
+                          f"({trend}) but is predicted {predicted:.3f} vs {measured:.3f} at "
+                          f"{epochs} epochs, and short trials under-rate slow learners; it "
+                          "trains the whole run" + kept), True
     return rival, (f"val accuracy {measured:.3f} as it will run vs {finalist.label} "
                    f"predicted {predicted:.3f} at {epochs} epochs ({trend}; extended in "
-                   "log-epochs; a tie goes to the measured one)")
+                   "log-epochs; a tie goes to the measured one)"), False
 
 
 def _as_tuple(result: TrialResult) -> tuple:

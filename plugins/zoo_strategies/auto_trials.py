@@ -47,6 +47,8 @@ class Candidate:
     # its latest trial's weights (CPU), kept for the last rung: the run's head start
     trained: dict | None = dataclasses.field(default=None, repr=False)
     trained_for: str = ""  # what those weights trained: "2 epoch(s) on 90% of train"
+    trained_diff: bool = False  # ``trained`` holds only the tensors the trial changed
+    changes_model: bool = False  # its plan declares model changes (adapters): set by a trial
 
     @property
     def label(self) -> str:
@@ -170,6 +172,7 @@ class Trials:
             model = copy.deepcopy(self.model).to(self.device)
             groups = copy.deepcopy(self.groups)
             plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
+            cand.changes_model = bool(plan.model_changes)
             cache = self.cache(cand.trains_on)
             backbone_changed = any(c.touches_backbone for c in plan.model_changes)
             frozen_so_far = {id(p): all(q.backbone_frozen() and q.steps == "gradient"
@@ -200,9 +203,15 @@ class Trials:
                         feature_loaders=feature_loaders, log=lambda *a, **k: None)
         rec = state.history[state.best_epoch - 1]["val"] if state.best_epoch else {}
         share = "" if fraction >= 1 else f" on {fraction:.0%} of train"
-        if keep_weights:  # the weights as scored (its best epoch's): the run may start from them
+        if keep_weights:  # the weights as scored (its best epoch's): the run may start from
+            # them (a paid winner) or fall back to them (a measured rival); a frozen-backbone
+            # candidate keeps only what it changed (its head), not a copy of the backbone
             best = state.best_state if state.best_state is not None else model.state_dict()
-            cand.trained = {k: v.detach().to("cpu", copy=True) for k, v in best.items()}
+            source = self.model.state_dict() if cand.cost not in PAID else {}
+            cand.trained = {k: v.detach().to("cpu", copy=True) for k, v in best.items()
+                            if k not in source or source[k].shape != v.shape
+                            or not torch.equal(source[k], v.to(source[k].device))}
+            cand.trained_diff = cand.cost not in PAID
             cand.trained_for = f"{epochs} epoch(s){share} at lr {cand.lr:.2g}" \
                 if cand.lr is not None else f"{epochs} epoch(s){share}"
         return TrialResult(cand.label, float(rec.get("accuracy", 0.0)),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from zoo.engine import ema as weight_ema
+from zoo.engine.fallback import seed_best
 from zoo.engine.evaluation import (class_weights, evaluate, lr_factor,  # noqa: F401
                                    make_optimizer)
 from zoo.engine.guard import signals_deferred
@@ -106,6 +107,8 @@ def fit(model: nn.Module, groups, plan, loaders: dict, metrics: dict, job, runti
                                       label_smoothing=job.train.label_smoothing)
     apply_model_changes(plan, model, groups)  # once per model (the pipeline did it already)
     f.ema = weight_ema.start(model, job, f.state)  # train.ema: None without it
+    # a plan's fallback (auto's measured rival) is the best so far before epoch 1
+    seed_best(model, plan, loaders, metrics, job, runtime, f.state, log)
     epoch_base = 0
     for phase in plan.phases:
         if f.state.epoch >= epoch_base + phase.epochs:  # finished before a resume

@@ -184,6 +184,7 @@ def write(r) -> None:
         phases=phase_records(r.plan, r.history),
         model_changes=r.plan_dict["model_changes"],
         test=r.test, **ema_summary(state),  # train.ema: which weights were kept
+        **_fallback_summary(r.plan, state),
         **({"unreadable": r.unreadable} if r.unreadable else {}))
     save_model(r.writer.dir / "model.safetensors", model, built, job, r.prep.bundle.classes)
     summary = r.writer.finish("completed")
@@ -191,6 +192,17 @@ def write(r) -> None:
     _draw_plots(r, summary)
     run_end(r, summary)
     r.result = summary
+
+
+def _fallback_summary(plan, state) -> dict:
+    """``summary.json``'s ``fallback`` (a plan's weights to beat: auto's measured rival):
+    where from, its val metrics, and whether the run kept it (no epoch beat it)."""
+    fallback = getattr(plan, "fallback", None)
+    if fallback is None:
+        return {}
+    # best epoch 0 with weights: no epoch beat the fallback (also after a resume)
+    return {"fallback": dict(fallback.to_dict(), kept=state.best_epoch == 0
+                             and state.best_state is not None)}
 
 
 def run_end(r, summary: dict) -> None:
