@@ -68,7 +68,7 @@ def one(args, task: str, strategy: str, lr: float | None, seed: int, out: str) -
     start = time.perf_counter()
     summary = run(job, quiet=True, on_plan=plan.update)
     chose = next((n for n in plan.get("notes", []) if str(n).startswith("auto chose")), None)
-    return {"task": task, "strategy": strategy, "lr": lr, "seed": seed,
+    return {"task": task, "set": spec["set"], "strategy": strategy, "lr": lr, "seed": seed,
             "val": (summary.get("monitor") or {}).get("best"),
             "test": summary["test"]["accuracy"], "seconds": round(time.perf_counter() - start, 2),
             "weights": summary["weights"]["source"], "chose": chose,
@@ -79,35 +79,58 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def verdicts(rows: list[dict]) -> list[str]:
-    """The markdown table: per task, the best fixed strategy (chosen on val) vs auto."""
-    lines = ["| task | best fixed (LR, chosen on val) | its test % | auto test % | gap (allowed) "
-             "| auto time / one finetune | bar |", "|---|---|---|---|---|---|---|"]
-    for task in dict.fromkeys(r["task"] for r in rows):
-        mine = [r for r in rows if r["task"] == task]
-        fixed: dict = {}
-        for r in mine:
-            if r["strategy"] != "auto":
-                fixed.setdefault(r["strategy"], {}).setdefault(r["lr"], []).append(r)
-        best_lr = {s: max(by_lr, key=lambda lr: statistics.mean(x["val"] for x in by_lr[lr]))
-                   for s, by_lr in fixed.items()}
-        best = max(best_lr, key=lambda s: statistics.mean(x["val"] for x in fixed[s][best_lr[s]]))
-        b_test, b_sd = mean_sd([x["test"] for x in fixed[best][best_lr[best]]])
-        auto = [r for r in mine if r["strategy"] == "auto"]
-        if not auto:
-            continue
-        a_test, a_sd = mean_sd([x["test"] for x in auto])
-        allowed = max(0.01, b_sd)
-        gap = b_test - a_test
-        ft = fixed.get("finetune", {}).get(best_lr.get("finetune"), [])
-        ratio = (statistics.mean(x["seconds"] for x in auto) /
-                 statistics.mean(x["seconds"] for x in ft)) if ft else None
-        ok = gap <= allowed and (ratio is None or ratio <= 1.5)
-        lines.append(
-            f"| {task} | {best} ({best_lr[best]:g}) | {100 * b_test:.1f} ± {100 * b_sd:.1f} | "
+def group_of(rows: list[dict], task: str) -> str:
+    """A task's set: the one its rows recorded, else TASKS's, else held-out (never tuned on)."""
+    recorded = next((r["set"] for r in rows if r["task"] == task and r.get("set")), None)
+    return recorded or TASKS.get(task, {}).get("set", "held-out")
+
+
+def verdict(rows: list[dict], task: str) -> tuple[str, bool] | None:
+    """One task's verdict row and whether the bar is met; None without auto rows."""
+    mine = [r for r in rows if r["task"] == task]
+    fixed: dict = {}
+    for r in mine:
+        if r["strategy"] != "auto":
+            fixed.setdefault(r["strategy"], {}).setdefault(r["lr"], []).append(r)
+    auto = [r for r in mine if r["strategy"] == "auto"]
+    if not auto or not fixed:
+        return None
+    best_lr = {s: max(by_lr, key=lambda lr: statistics.mean(x["val"] for x in by_lr[lr]))
+               for s, by_lr in fixed.items()}
+    best = max(best_lr, key=lambda s: statistics.mean(x["val"] for x in fixed[s][best_lr[s]]))
+    b_test, b_sd = mean_sd([x["test"] for x in fixed[best][best_lr[best]]])
+    a_test, a_sd = mean_sd([x["test"] for x in auto])
+    allowed = max(0.01, b_sd)
+    gap = b_test - a_test
+    ft = fixed.get("finetune", {}).get(best_lr.get("finetune"), [])
+    ratio = (statistics.mean(x["seconds"] for x in auto) /
+             statistics.mean(x["seconds"] for x in ft)) if ft else None
+    ok = gap <= allowed and (ratio is None or ratio <= 1.5)
+    return (f"| {task} | {best} ({best_lr[best]:g}) | {100 * b_test:.1f} ± {100 * b_sd:.1f} | "
             f"{100 * a_test:.1f} ± {100 * a_sd:.1f} | {100 * gap:+.1f} ({100 * allowed:.1f}) | "
-            f"{f'{ratio:.2f}×' if ratio is not None else '-'} | {'met' if ok else 'NOT met'} |")
-    return lines
+            f"{f'{ratio:.2f}×' if ratio is not None else '-'} | {'met' if ok else 'NOT met'} |",
+            ok)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """The markdown tables, one per set (tune, then held-out): per task, the best fixed
+    strategy (chosen on val) vs auto, and how many tasks of the set meet the bar."""
+    lines: list[str] = []
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    groups = list(dict.fromkeys([*GROUPS, *(group_of(rows, t) for t in tasks)]))
+    for group in groups:
+        found = [v for t in tasks if group_of(rows, t) == group
+                 for v in [verdict(rows, t)] if v is not None]
+        if not found:
+            continue
+        lines += [f"{group} tasks" + (" (auto was tuned on these)" if group == "tune" else
+                                      " (never used to tune auto)"), "",
+                  "| task | best fixed (LR, chosen on val) | its test % | auto test % "
+                  "| gap (allowed) | auto time / one finetune | bar |",
+                  "|---|---|---|---|---|---|---|", *(line for line, _ in found), "",
+                  f"{group}: bar met on {sum(ok for _, ok in found)} of {len(found)} task(s)",
+                  ""]
+    return lines[:-1]
 
 
 def detail(rows: list[dict]) -> list[str]:
@@ -125,39 +148,60 @@ def detail(rows: list[dict]) -> list[str]:
     return lines
 
 
+def load_rows(paths: str) -> list[dict]:
+    """The rows of one or several (comma-separated) --json files, in order: two processes
+    that ran different --tasks give one table."""
+    rows: list[dict] = []
+    for path in (p for p in paths.split(",") if p):
+        with open(path) as f:
+            rows += json.load(f)
+    return rows
+
+
+def chosen_tasks(args) -> list[str]:
+    """--tasks (default: every task) restricted to --group."""
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task {unknown[0]!r}: one of {', '.join(TASKS)}")
+    return [t for t in tasks if args.group == "all" or TASKS[t]["set"] == args.group]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--tasks", default=None, help="comma-separated (default: every task)")
+    ap.add_argument("--group", default="all", choices=[*GROUPS, "all"],
+                    help="only the tasks of this set (tune: auto was tuned on them)")
     ap.add_argument("--strategies", default="linear-probe,finetune,lp-ft")
-    ap.add_argument("--lrs", default="3e-3,1e-2")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--lrs", default="3e-3,1e-2", help="(a task's own 'lrs' wins)")
+    ap.add_argument("--seeds", type=int, default=3, help="(a task's own 'seeds' wins)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="write every row here as it comes")
-    ap.add_argument("--table-from", default=None, help="print the tables of a --json file")
+    ap.add_argument("--table-from", default=None,
+                    help="print the tables of --json file(s), comma-separated, no run")
     ap.add_argument("--fixed-from", default=None,
-                    help="take the fixed strategies' rows from a --json file of an earlier run "
+                    help="take the fixed strategies' rows from --json file(s) of an earlier run "
                          "and run auto only (re-measure auto after a change to auto)")
     args = ap.parse_args(argv)
     if args.table_from:
-        rows = json.load(open(args.table_from))
+        rows = load_rows(args.table_from)
     else:
         rows = []
-        lrs = [float(x) for x in args.lrs.split(",") if x]
-        tasks = args.tasks.split(",")
+        tasks = chosen_tasks(args)
+        seeds = {t: TASKS[t].get("seeds", args.seeds) for t in tasks}
         if args.fixed_from:  # the fixed runs do not depend on auto's code: reuse them
-            rows = [r for r in json.load(open(args.fixed_from))
+            rows = [r for r in load_rows(args.fixed_from)
                     if r["strategy"] != "auto" and r["task"] in tasks
-                    and r["seed"] < args.seeds]
+                    and r["seed"] < seeds[r["task"]]]
         with tempfile.TemporaryDirectory() as out:
             for task in tasks:
-                if task not in TASKS:
-                    raise SystemExit(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+                lrs = TASKS[task].get("lrs") or [float(x) for x in args.lrs.split(",") if x]
                 jobs = [] if args.fixed_from else [
                     (s, lr) for s in args.strategies.split(",") for lr in lrs]
                 jobs.append(("auto", None))
-                for seed in range(args.seeds):
+                for seed in range(seeds[task]):
                     for strategy, lr in jobs:
                         rows.append(one(args, task, strategy, lr, seed, out))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
