@@ -67,24 +67,24 @@ TASKS = {
     "digits-large": {"data": {"name": "digits", "max_per_class": 100, "image_size": 64},
                      "epochs": 8, "set": "tune"},
     # held-out (issue 26): real photos of scikit-image, built without a download. The 224-px
-    # few-shot tasks split 20 crops a class into 5 train, 5 val, 10 test; small crops (10-25 %
-    # of the short side) make them texture-like, far from ImageNet: fine-tuning beats the
-    # probe there. batch 8: 5 shots x 14 classes is 9 steps an epoch, not 3.
-    "photos14-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.25,
-                                "test_split": 0.5, "params": {
-                                    "size": 224, "per_class": 20, "crop": [0.1, 0.25],
+    # few-shot tasks split 25 crops a class into 5 train, 5 val, 15 test; small crops (10-25 %
+    # of the short side) make them texture-like, far from ImageNet. batch 8: 5 shots x 14
+    # classes is 9 steps an epoch, not 3 (fine-tuning needs the steps).
+    "photos14-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.2,
+                                "test_split": 0.6, "params": {
+                                    "size": 224, "per_class": 25, "crop": [0.1, 0.25],
                                     "images": [*PHOTOS7, "gray"]}},
-                       "epochs": 10, "batch_size": 8, "set": "held-out"},
-    "textures-gray-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.25,
-                                     "test_split": 0.5, "params": {
-                                         "size": 224, "per_class": 20, "crop": [0.1, 0.25],
+                       "epochs": 15, "batch_size": 8, "set": "held-out"},
+    "textures-gray-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.2,
+                                     "test_split": 0.6, "params": {
+                                         "size": 224, "per_class": 25, "crop": [0.1, 0.25],
                                          "images": "gray,textures"}},
-                            "epochs": 10, "batch_size": 8, "set": "held-out"},
-    "colour-gray-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.25,
-                                   "test_split": 0.5, "params": {
-                                       "size": 224, "per_class": 20, "crop": [0.1, 0.25],
+                            "epochs": 15, "batch_size": 8, "set": "held-out"},
+    "colour-gray-5shot": {"data": {"name": "photos", "image_size": 224, "val_split": 0.2,
+                                   "test_split": 0.6, "params": {
+                                       "size": 224, "per_class": 25, "crop": [0.1, 0.25],
                                        "images": "colour", "gray": True}},
-                          "epochs": 10, "batch_size": 8, "set": "held-out"},
+                          "epochs": 15, "batch_size": 8, "set": "held-out"},
     "photos-50shot": {"data": {"name": "photos", "image_size": 128, "max_per_class": 50,
                                "val_split": 0.1, "test_split": 0.2, "params": {
                                    "size": 128, "per_class": 80, "crop": [0.1, 0.25],
