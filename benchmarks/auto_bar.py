@@ -25,8 +25,8 @@ in two sets (``TASKS[...]["set"]``; the tables report them apart):
   (``photos`` with ``images``/``crop``/``gray``): ``photos14-5shot`` (14 colour and grayscale
   photos), ``textures-gray-5shot`` (7 grayscale photos + 3 textures) and
   ``colour-gray-5shot`` (8 colour photos made grey) — 224 px, small crops (10-25 % of the
-  short side), 5 train / 5 val / 10 test a class, 10 epochs at batch 8: few-shot,
-  full-resolution tasks where fine-tuning beats the probe —; ``photos-50shot`` (8 colour
+  short side), 5 train / 5 val / 15 test a class, 15 epochs at batch 8: few-shot,
+  full-resolution tasks built for fine-tuning to beat the probe —; ``photos-50shot`` (8 colour
   photos + 3 textures, 50 train/class, 128 px, 4 epochs) and ``blur-20shot``
   (shift:photos, all 18 photos blurred at severity 4, 20 train/class, 128 px, 6 epochs).
 
