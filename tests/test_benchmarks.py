@@ -132,14 +132,41 @@ def _auto_rows():
 
 def test_auto_bar_picks_strategy_and_lr_on_val_and_compares_on_test():
     ab = load("auto_bar")
-    line = ab.verdicts(_auto_rows())[2]
+
+    def row(rows):
+        return next(line for line in ab.verdicts(rows) if line.startswith("| t |"))
+
     # finetune at 3e-3 has the best val (0.85), although 1e-2 tests better: chosen on val
-    assert "| finetune (0.003) | 80.0 ± 2.0 | 79.0 ± 2.0 | +1.0 (2.0) | 1.40× | met |" in line
+    assert "| finetune (0.003) | 80.0 ± 2.0 | 79.0 ± 2.0 | +1.0 (2.0) | 1.40× | met |" in row(
+        _auto_rows())
     slow = [dict(r, seconds=20.0) if r["strategy"] == "auto" else r for r in _auto_rows()]
-    assert ab.verdicts(slow)[2].endswith("| 2.00× | NOT met |")
+    assert row(slow).endswith("| 2.00× | NOT met |")
     worse = [dict(r, test=r["test"] - 0.05) if r["strategy"] == "auto" else r
              for r in _auto_rows()]
-    assert "NOT met" in ab.verdicts(worse)[2]
+    assert "NOT met" in row(worse)
+
+
+def test_auto_bar_reports_tune_and_held_out_tasks_apart(tmp_path, capsys):
+    import json
+
+    ab = load("auto_bar")
+    assert {spec["set"] for spec in ab.TASKS.values()} == {"tune", "held-out"}
+    assert [t for t, s in ab.TASKS.items() if s["set"] == "tune"] == [
+        "invert", "digits", "photos", "demo", "digits-large"]
+    assert len(ab.TASKS) >= 8
+    assert sum(s["data"]["image_size"] == 224 for s in ab.TASKS.values()) >= 3
+    tuned = [dict(r, task="digits") for r in _auto_rows()]  # recorded without a set: TASKS's
+    held = [dict(r, task="new", set="held-out") for r in _auto_rows()]
+    held = [dict(r, test=r["test"] - 0.05) if r["strategy"] == "auto" else r for r in held]
+    (tmp_path / "a.json").write_text(json.dumps(tuned))
+    (tmp_path / "b.json").write_text(json.dumps(held))
+    assert ab.main(["--table-from", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}"]) == 0
+    out = capsys.readouterr().out
+    tune, rest = out.split("held-out tasks")
+    assert "| digits |" in tune and "tune: bar met on 1 of 1 task(s)" in tune
+    assert "| new |" in rest and "held-out: bar met on 0 of 1 task(s)" in rest
+    args = ab.argparse.Namespace(tasks=None, group="held-out")
+    assert ab.chosen_tasks(args) == [t for t, s in ab.TASKS.items() if s["set"] == "held-out"]
 
 
 def test_auto_bar_fixed_from_reruns_auto_only(tmp_path, monkeypatch, capsys):

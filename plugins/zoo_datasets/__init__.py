@@ -74,7 +74,7 @@ def torchvision_dataset(spec, split, transform=None, seed=0):
 
 
 def photos_dataset(spec, split, transform=None, seed=0):
-    """Crops of six colour photos from scikit-image (6 classes, 64×64); no download."""
+    """Crops of scikit-image photos (default: six colour photos, 64×64); no download."""
     from .photos import build  # lazy: scikit-image and torch load on first use
 
     return build(spec, check_split(split), transform, seed)
@@ -138,7 +138,8 @@ def register_datasets(register):
     register("torchvision", torchvision_dataset, prefix=True,
              description="torchvision:NAME, e.g. torchvision:CIFAR10 (downloads to $ZOO_HOME)")
     register("photos", photos_dataset,
-             description="crops of six scikit-image colour photos: 6 classes, 64x64, no download")
+             description="crops of scikit-image photos, one class each (default six colour "
+                         "photos, 64x64; data.params images/crop/gray), no download")
     register("shift", shift_dataset, prefix=True,
              description="shift:NAME, dataset NAME shifted: data.params.transform=invert|rotate|"
                          "noise|grayscale|blur|jpeg|color|background, severity=1..5")
