@@ -119,7 +119,9 @@ def one(args, task: str, strategy: str, lr: float | None, seed: int, out: str) -
             "val": (summary.get("monitor") or {}).get("best"),
             "test": summary["test"]["accuracy"], "seconds": round(time.perf_counter() - start, 2),
             "weights": summary["weights"]["source"], "chose": chose,
-            "ran": [p["name"] for p in summary.get("phases", [])]}
+            "ran": [p["name"] for p in summary.get("phases", [])],
+            # auto's fallback (the probe it measured): whether the run kept it
+            "fallback_kept": (summary.get("fallback") or {}).get("kept")}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:

@@ -202,7 +202,7 @@ def test_when_auto_cannot_tell_the_finalist_trains_with_the_rival_as_fallback(
     rival = Candidate("linear-probe", None, "cheap", None, "target",
                       scores={FULL: (full, 0.5, 0)})
     winner, why, used = paid_or_measured(fin, rival, [0.5, 2.0], 8, 100, _Rival(rival_curve),
-                                         fall_back=True)
+                                         fallback=rival)
     assert (winner.strategy, used) == (wins, hedged) and says in why
     if hedged:
         assert "fallback" in why
@@ -544,16 +544,18 @@ def test_a_hedged_paid_winner_carries_the_probe_as_fallback(monkeypatch, tmp_pat
 
     real = auto_halving.paid_or_measured
 
-    def cannot_tell(finalist, rival, budgets, epochs, n_val, trials, fall_back=False):
-        assert fall_back is True  # a probe and a fine-tune: the run can carry it
-        real(finalist, rival, budgets, epochs, n_val, trials, fall_back)
+    def cannot_tell(finalist, rival, budgets, epochs, n_val, trials, fallback=None):
+        assert fallback is not None  # a probe and a fine-tune: the run can carry it
+        real(finalist, rival, budgets, epochs, n_val, trials, fallback)
         return finalist, "cannot tell (forced)", True
 
     monkeypatch.setattr(auto_halving, "paid_or_measured", cannot_tell)
     m, groups = model()
     source = {k: v.clone() for k, v in m.state_dict().items()}
     ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=make_catalog())
-    plan = Auto().plan(m, groups, auto_job(candidates="linear-probe,finetune", rungs=2), ctx)
+    # ncm joins too: its own head cannot be the fallback, the probe's can
+    plan = Auto().plan(m, groups, auto_job(candidates="ncm,linear-probe,finetune", rungs=2),
+                       ctx)
     assert plan.choice.chosen == "finetune" and plan.fallback is not None
     assert plan.fallback.label.startswith("linear-probe @")
     weights = plan.fallback.weights
@@ -577,3 +579,24 @@ def test_a_hedged_paid_winner_carries_the_probe_as_fallback(monkeypatch, tmp_pat
     assert fb["kept"] == (summary["best_epoch"] == 0)
     assert 0.0 <= fb["val"]["accuracy"] <= 1.0 and summary["monitor"]["best"] >= \
         fb["val"]["accuracy"]
+
+
+def test_the_fallback_is_the_best_measured_candidate_that_fits_the_model():
+    from zoo_strategies.auto_halving import FULL, best_fallback
+    from zoo_strategies.auto_trials import Candidate
+
+    fin = Candidate("finetune", None, "full", None, "target")
+
+    def measured(name, acc, loss, changes=(), trained=True):
+        c = Candidate(name, None, "cheap", None, "target", changes=list(changes),
+                      scores={FULL: (acc, loss, 0)})
+        c.trained, c.trained_diff = ({"head.weight": torch.zeros(1)} if trained else None), True
+        return c
+
+    ncm = measured("ncm", 0.95, 0.1, changes=["head → ncm"])  # best, but its own head
+    lp_a, lp_b = measured("linear-probe", 0.90, 0.3), measured("linear-probe", 0.90, 0.2)
+    weak = measured("bitfit-ish", 0.99, 0.1, trained=False)   # kept no weights
+    assert best_fallback(fin, [ncm, lp_a, lp_b, weak]) is lp_b  # same accuracy: lower loss
+    assert best_fallback(fin, [ncm, weak]) is None
+    fin.changes_model = True  # adapters on the finalist: nothing fits its state dict
+    assert best_fallback(fin, [lp_a]) is None

@@ -96,7 +96,7 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
         alive = [alive[i] for i in sorted(order[:keep])]
     best = rank_rung(alive, last, n_val)[0] if last else None
     finalist = alive[best] if last else None
-    rival, hedge = None, False
+    rival, backup, hedge = None, None, False
     if measured:
         label, rival_why = choose(measured, n_val)
         rival = next(c for c in cands if c.label == label)
@@ -107,14 +107,23 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
     elif finalist is None:  # nothing paid
         winner, why = rival, rival_why
     else:
+        backup = best_fallback(finalist, [c for c in cands if c.cost not in PAID])
         winner, why, hedge = paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
-                                              can_fall_back(finalist, rival))
-    fallback = rival if hedge else None
+                                              backup)
+    fallback = backup if hedge else None
     for c in cands:  # only the winner's and the fallback's weights are worth their memory
         if c is not winner and c is not fallback:
             c.trained = None
     table = _table(cands, budgets, epochs, eta, time.perf_counter() - started, winner)
     return winner, why, table + log, cands, fallback
+
+
+def best_fallback(finalist: Candidate, measured: list[Candidate]) -> Candidate | None:
+    """The measured candidate the finalist's run can fall back to: the best by val accuracy
+    (then val loss) among those whose weights fit the run's model (:func:`can_fall_back`) —
+    the overall best measured one may have its own head (``ncm``), which cannot be."""
+    fit = [c for c in measured if FULL in c.scores and can_fall_back(finalist, c)]
+    return max(fit, key=lambda c: (c.scores[FULL][0], -c.scores[FULL][1]), default=None)
 
 
 def can_fall_back(finalist: Candidate, rival: Candidate) -> bool:
@@ -160,11 +169,12 @@ def by_priority(paid: list[Candidate], starts_frozen: dict) -> list[Candidate]:
 
 
 def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
-                     fall_back: bool = False):
+                     fallback: Candidate | None = None):
     """``(winner, why, hedged)``: the paid finalist, trained on a fraction of the run,
-    against the best free/cheap candidate, measured as it will run; ``hedged``: the run
-    trains the finalist and keeps the rival's weights as its fallback (``fall_back``: it
-    can).
+    against the best free/cheap candidate (``rival``), measured as it will run; ``hedged``:
+    the run trains the finalist and keeps ``fallback``'s weights (a measured candidate whose
+    weights fit the run's model, :func:`best_fallback`; ``None``: there is none) unless an
+    epoch beats them.
 
     A short trial under-rates a candidate that learns slowly (the low-fidelity bias of
     successive halving), so the two are compared at equal budgets: the rival is trained on
@@ -179,11 +189,11 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     fall short: a two-point extension from trials of a few epochs on a small val split
     under-rates methods that need many epochs (a 5-shot, 30-epoch fine-tune predicted 0.67
     ended at 0.88 against a 0.85 probe).  Then the finalist trains for the whole run with the
-    rival's weights as its fallback (:class:`zoo.plan.Fallback`): the run validates them as
-    epoch 0 and keeps them unless an epoch beats them — val decides at the end, where it can
-    tell, for one run's cost.  A finalist that falls further behind as it trains longer, or
-    a run that cannot carry the fallback, leaves the rival the winner (a tie goes to the
-    measured one)."""
+    fallback's weights (:class:`zoo.plan.Fallback`; the rival's when they fit the model, else
+    the best measured that fits): the run validates them as epoch 0 and keeps them unless an
+    epoch beats them — val decides at the end, where it can tell, for one run's cost.  A
+    finalist that falls further behind as it trains longer, or a run without a fallback,
+    leaves the rival the winner (a tie goes to the measured one)."""
     rungs = sorted(r for r in finalist.scores if r != FULL)
     first, lastr = rungs[0], rungs[-1]
     for r in (first, lastr):  # the rival on the same budgets (a free one: the same score)
@@ -202,12 +212,13 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     tol = 1.0 / max(1, n_val)
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
              f"{b1:.2g} epoch(s), {gapl:+.3f} at {bl:.2g}")
-    kept = (f"; {rival.label}'s weights are the run's fallback: kept unless an epoch beats "
-            "their val score")
+    fall_back = fallback is not None
+    kept = (f"; {fallback.label}'s weights are the run's fallback: kept unless an epoch beats "
+            "their val score") if fall_back else ""
     if predicted > measured + tol + 1e-9:
         return finalist, (f"predicted val accuracy {predicted:.3f} at {epochs} epochs vs "
                           f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)"
-                          + (kept if fall_back else "")), fall_back
+                          + kept), fall_back
     if fall_back and gapl - gap1 > tol + 1e-9 and bl < epochs:
         return finalist, (f"cannot tell: {finalist.label} catches up with {rival.label} "
                           f"({trend}) but is predicted {predicted:.3f} vs {measured:.3f} at "
