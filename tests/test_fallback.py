@@ -1,4 +1,5 @@
-"""A plan's fallback (zoo.plan.Fallback): validated as epoch 0, kept unless an epoch beats it.
+"""A plan's fallback (zoo.plan.Fallback): validated as epoch 0, kept unless an epoch matches or
+beats it.
 
 ``auto`` hands a run it cannot predict (a slow fine-tune against a measured probe) the
 probe's weights as its fallback; any strategy may do the same through the public plan
@@ -24,15 +25,18 @@ from zoo.strategy_base import Strategy
 class WithFallback(Strategy):
     """Fine-tunes at the job's LR; its fallback is the model with the head changed by
     ``head`` (``double``: same predictions, other weights; ``zero``: chance; ``drop``: a
-    key missing)."""
+    key missing; ``file``: every tensor of the model file ``path`` holds)."""
 
     name = "with-fallback"
-    defaults = {"head": "double"}
+    defaults = {"head": "double", "path": None}
 
     def plan(self, model, groups, job, ctx=None):
-        how = self.params(job)["head"]
+        p = self.params(job)
+        how = p["head"]
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for k in [k for k in weights if k.startswith("head.")]:
+        if how == "file":
+            weights.update({k: v for k, v in load_file(p["path"]).items() if k in weights})
+        for k in [k for k in weights if k.startswith("head.") and how != "file"]:
             if how == "double":
                 weights[k] = weights[k] * 2
             elif how == "zero":
@@ -51,9 +55,18 @@ class Plugin:
         register(WithFallback.name, WithFallback(), description="test strategy")
 
 
-def _run(cat, out, how: str, lr: float, epochs: int = 2, **kw):
-    return run_tiny(cat, out, strategy={"name": "with-fallback", "params": {"head": how}},
-                    train={"epochs": epochs, "lr": lr}, **kw)
+def _run(cat, out, how: str, lr: float, epochs: int = 2, path=None, **kw):
+    return run_tiny(cat, out, strategy={"name": "with-fallback", "params": {
+        "head": how, "path": path}}, train={"epochs": epochs, "lr": lr}, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(cat, tmp_path_factory):
+    """A fine-tuned tiny model (val accuracy well above chance): a fallback to keep."""
+    summary = run_tiny(cat, tmp_path_factory.mktemp("src"), strategy={"name": "finetune"},
+                       train={"epochs": 4, "lr": 0.05})
+    assert summary["monitor"]["best"] > 0.5
+    return summary
 
 
 def _head(run_dir) -> dict:
@@ -66,22 +79,36 @@ def cat():
     return make_catalog(Plugin())
 
 
-def test_a_fallback_no_epoch_beats_is_the_model_the_run_keeps(cat, tmp_path):
-    # at a negligible LR no epoch changes the predictions: val accuracy ties with the
-    # fallback's (the doubled head predicts the same), and a tie keeps the fallback
-    summary = _run(cat, tmp_path, "double", lr=1e-12)
+def test_a_fallback_no_epoch_beats_is_the_model_the_run_keeps(cat, tmp_path, trained):
+    # at a negligible LR from random init no epoch comes near the fine-tuned fallback
+    weights = str(Path(trained["run_dir"]) / "model.safetensors")
+    summary = _run(cat, tmp_path, "file", lr=1e-12, path=weights)
     fb = summary["fallback"]
-    assert fb["kept"] is True and summary["best_epoch"] == 0 and fb["from"] == "head double"
+    assert fb["kept"] is True and summary["best_epoch"] == 0 and fb["from"] == "head file"
     history = [json.loads(line) for line in
                (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-    assert fb["val"]["accuracy"] == pytest.approx(history[0]["val"]["accuracy"])
+    assert all(h["val"]["accuracy"] < fb["val"]["accuracy"] for h in history)
+    assert summary["monitor"]["best"] == pytest.approx(fb["val"]["accuracy"])
+    assert fb["val"]["accuracy"] == pytest.approx(trained["monitor"]["best"])  # same validator
+    kept, source = load_file(str(Path(summary["run_dir"]) / "model.safetensors")), \
+        load_file(weights)
+    assert kept.keys() == source.keys()
+    assert all(torch.equal(kept[k], source[k]) for k in kept)  # the fallback's, bit for bit
+    assert summary["test"]["accuracy"] == pytest.approx(trained["test"]["accuracy"])
+
+
+def test_a_tie_with_the_fallback_goes_to_the_trained_model(cat, tmp_path):
+    # the doubled head predicts what the model predicts: at a negligible LR every epoch
+    # ties with it on val accuracy, and a tie keeps the trained epoch, not the fallback
+    summary = _run(cat, tmp_path, "double", lr=1e-12)
+    fb = summary["fallback"]
+    assert fb["kept"] is False and summary["best_epoch"] == 1
     assert summary["monitor"]["best"] == pytest.approx(fb["val"]["accuracy"])
     plain = run_tiny(cat, tmp_path / "plain", strategy={"name": "finetune"},
                      train={"epochs": 2, "lr": 1e-12})
     kept, trained = _head(summary["run_dir"]), _head(plain["run_dir"])
     assert kept.keys() == trained.keys() and kept
-    for k in kept:  # the file holds the fallback's (doubled) head, not the trained one
-        assert torch.allclose(kept[k], 2 * trained[k], atol=1e-6)
+    assert all(torch.allclose(kept[k], trained[k]) for k in kept)  # not the doubled head
 
 
 def test_an_epoch_that_beats_the_fallback_replaces_it(cat, tmp_path):
@@ -100,16 +127,21 @@ def test_a_fallback_that_does_not_fit_the_model_is_not_used_and_says_why(cat, tm
     assert summary["best_epoch"] >= 1
 
 
-def test_a_kept_fallback_survives_an_interrupt_and_resume(cat, tmp_path, monkeypatch):
+def test_a_kept_fallback_survives_an_interrupt_and_resume(cat, tmp_path, monkeypatch,
+                                                          trained):
     from zoo.engine.pipeline import run as run_job
     from zoo.errors import RunInterrupted
+
+    weights = str(Path(trained["run_dir"]) / "model.safetensors")
 
     def job(name):
         return complete_job(tiny_job(
             out=str(tmp_path), name=name, train={"epochs": 3, "lr": 1e-12},
-            strategy={"name": "with-fallback", "params": {"head": "double"}}), cat)
+            strategy={"name": "with-fallback", "params": {"head": "file", "path": weights}}),
+            cat)
 
     full = run_job(job("full"), cat, quiet=True)
+    assert full["fallback"]["kept"] is True
     monkeypatch.setenv("ZOO_FAULT", "interrupt_after_epoch:2")
     with pytest.raises(RunInterrupted):
         run_job(job("part"), cat, quiet=True)

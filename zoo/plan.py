@@ -155,7 +155,7 @@ class StrategyPlan:
     # target_unlabeled and the job has source_data; zoo.engine.phases.trains_on)
     train_on: str = "auto"
     choice: Choice | None = None  # auto: what it chose (summary.json's "auto")
-    # weights the run has to beat: validated as "epoch 0", kept unless an epoch beats them
+    # weights the run has to beat: validated as "epoch 0", kept until an epoch matches them
     fallback: Fallback | None = None
 
     @property
@@ -310,7 +310,8 @@ class PlanContext:
 
 @dataclass
 class Fallback:
-    """Weights a run keeps unless one of its epochs beats them on the monitored val metric.
+    """Weights a run keeps unless one of its epochs matches or beats them on the monitored
+    val metric.
 
     ``auto`` hands the run the rival it measured exactly (a linear probe trained as it would
     run) when it trains a slower candidate it could only predict: the loop validates these

@@ -213,8 +213,8 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
              f"{b1:.2g} epoch(s), {gapl:+.3f} at {bl:.2g}")
     fall_back = fallback is not None
-    kept = (f"; {fallback.label}'s weights are the run's fallback: kept unless an epoch beats "
-            "their val score") if fall_back else ""
+    kept = (f"; {fallback.label}'s weights are the run's fallback: kept unless an epoch matches "
+            "or beats their val score") if fall_back else ""
     if predicted > measured + tol + 1e-9:
         return finalist, (f"predicted val accuracy {predicted:.3f} at {epochs} epochs vs "
                           f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)"

@@ -4,8 +4,9 @@
 trials, against a rival it measured exactly (a linear probe trained as it would run).  Rather
 than trust the prediction, the run carries the rival's weights: :func:`seed_best` validates
 them with the run's own validator before the first epoch and makes them the best so far, so
-the run keeps them unless an epoch beats them on the monitored val metric — and ends with
-whichever is better.  Seeded only on a fresh start: a resumed run's checkpoint holds its best
+the run keeps them unless an epoch matches or beats them on the monitored val metric (a tie
+goes to the trained model: the fallback guards against a run that ends worse, not one val
+cannot tell apart) — and ends with whichever is better.  Seeded only on a fresh start: a resumed run's checkpoint holds its best
 epoch (0 included) already.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def seed_best(model, plan, loaders: dict, metrics: dict, job, rt, state,
     state.best_state = {k: v.to(own[k].device) for k, v in weights.items()}
     fallback.val = val
     note = (f"epoch 0 [fallback: {fallback.label}] val {monitor}={val[monitor]:.4f}: kept "
-            "unless an epoch beats it")
+            "unless an epoch matches or beats it")
     log(note)
     return note
 

@@ -322,7 +322,10 @@ def _end_epoch(f: _Fit, p: _Phase, result: EpochResult, epoch_in_phase: int) -> 
     value, from_ema = weight_ema.pick(f.ema, val, monitor, mode, value)
     improved = (state.best_value is None or
                 (value > state.best_value if mode == "max" or monitor not in val
-                 else value < state.best_value))
+                 else value < state.best_value)
+                # a tie with the plan's fallback (the only "epoch 0") goes to the trained
+                # model: the fallback is for a run that ends worse, not one val cannot tell
+                or (state.best_epoch == 0 and value == state.best_value))
     if improved:
         state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
         state.best_state = weight_ema.keep_best(f.ema, f.model, from_ema)

@@ -196,11 +196,11 @@ def write(r) -> None:
 
 def _fallback_summary(plan, state) -> dict:
     """``summary.json``'s ``fallback`` (a plan's weights to beat: auto's measured rival):
-    where from, its val metrics, and whether the run kept it (no epoch beat it)."""
+    where from, its val metrics, and whether the run kept it (no epoch matched or beat it)."""
     fallback = getattr(plan, "fallback", None)
     if fallback is None:
         return {}
-    # best epoch 0 with weights: no epoch beat the fallback (also after a resume)
+    # best epoch 0 with weights: no epoch matched or beat the fallback (also after a resume)
     return {"fallback": dict(fallback.to_dict(), kept=state.best_epoch == 0
                              and state.best_state is not None)}
 
