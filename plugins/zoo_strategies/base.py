@@ -1,5 +1,6 @@
 """The pack's base class and helpers, and its two simplest strategies: ``finetune``, ``linear-probe``."""
 
+from zoo.plan import AutoCandidate, Phase, StrategyPlan, all_groups, resolve_bn
 from zoo.strategy_base import Strategy as _CoreStrategy
 
 
@@ -30,8 +31,6 @@ def backbone_lr_mult(strategy: Strategy, p: dict, model, notes: list) -> float:
 
 def auto_candidate(cost: str):
     """This pack's :class:`zoo.strategy.AutoCandidate` of ``cost`` (``Strategy.auto``)."""
-    from zoo.strategy import AutoCandidate  # lazy: zoo.strategy imports torch
-
     return AutoCandidate(cost=cost)
 
 
@@ -51,8 +50,6 @@ class Finetune(Strategy):
         return auto_candidate("full")
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
-
         p = self.params(job)
         notes: list = []
         mult = backbone_lr_mult(self, p, model, notes)
@@ -72,8 +69,6 @@ class LinearProbe(Strategy):
         return auto_candidate("cheap")
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: imports torch
-
         self.params(job)
         resolve_bn(job, "freeze-all")  # validates the value; see the comment below
         settings = all_groups(groups, trainable=False)

@@ -18,6 +18,8 @@ loss trains on); each plan's notes say so.
 """
 from __future__ import annotations
 
+from zoo.plan import AutoCandidate, GroupSetting, Phase, StrategyPlan, all_groups, resolve_bn
+
 from .base import Strategy, backbone_lr_mult, has_source_weights
 
 STREAM = "target_unlabeled"
@@ -26,14 +28,10 @@ VALIDATOR = ("model selection: source val accuracy (the monitor on the labeled s
 
 
 def _auto(cost: str):
-    from zoo.strategy import AutoCandidate  # lazy: zoo.strategy imports torch
-
     return AutoCandidate(cost=cost, needs_source_weights=True, needs=(STREAM,))
 
 
 def _finetune_phase(strategy, name, model, groups, job, p, notes, terms):
-    from zoo.strategy import Phase, all_groups, resolve_bn  # lazy: zoo.strategy imports torch
-
     mult = backbone_lr_mult(strategy, p, model, notes)
     return Phase(name, job.train.epochs, all_groups(groups, trainable=True, lr_mult=mult),
                  bn=resolve_bn(job, "train"), loss_terms=terms, streams=(STREAM,))
@@ -46,8 +44,6 @@ class SourceOnly(Strategy):
     defaults = {"backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: torch
-
         p = self.params(job)
         notes: list = []
         mult = backbone_lr_mult(self, p, model, notes)
@@ -72,8 +68,6 @@ class AdaBN(Strategy):
 
     def plan(self, model, groups, job, ctx=None):
         from zoo.errors import ConfigError  # lazy: keeps this module's imports torch-free
-        from zoo.strategy import (GroupSetting, Phase, StrategyPlan,  # lazy: imports torch
-                                  all_groups, resolve_bn)
 
         from .domain_terms import adabn_fit, batchnorm_layers  # lazy: imports torch
 
@@ -127,8 +121,6 @@ class DANN(Strategy):
         return _auto("full")
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
-
         from .domain_terms import DANNTerm  # lazy: imports torch
 
         p = self.params(job)
@@ -154,8 +146,6 @@ class MCC(Strategy):
         return _auto("full")
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
-
         from .domain_terms import MCCTerm  # lazy: imports torch
 
         p = self.params(job)

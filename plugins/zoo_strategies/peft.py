@@ -18,6 +18,7 @@ time (the pack's rule).
 from __future__ import annotations
 
 from zoo.errors import ConfigError
+from zoo.plan import AutoCandidate, Phase, Selection, StrategyPlan, all_groups, resolve_bn
 
 from .base import Strategy
 
@@ -35,14 +36,10 @@ JOB_DEFAULTS: dict[str, dict] = {
 
 
 def _auto_partial():
-    from zoo.strategy import AutoCandidate  # lazy: zoo.strategy imports torch
-
     return AutoCandidate(cost="partial")
 
 
 def _head_phase(name: str, groups, job, select: list):
-    from zoo.strategy import Phase, all_groups, resolve_bn  # lazy: zoo.strategy imports torch
-
     # every backbone group frozen (eval mode: BatchNorm statistics fixed), the head trains;
     # the selection adds the parameters the method trains
     return Phase(name, job.train.epochs, all_groups(groups, trainable=False),
@@ -59,8 +56,6 @@ class _Selective(Strategy):
         return _auto_partial()
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
-
         p = self.params(job)
         mult = self.number(p, self.mult_key, float, 0.0)
         sel = Selection(self.what, kinds=(self.kind,), lr_mult=mult)
@@ -101,8 +96,6 @@ class LoRA(Strategy):
         return _auto_partial()
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
-
         from .adapter_budget import check_adapter_budget  # lazy: torch
         from .peft_targets import PeftAdapters, choose_targets, grouped_targets  # lazy: torch
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from zoo.engine.data import make_loader
 from zoo.errors import ConfigError
+from zoo.plan import Phase, StrategyPlan, all_groups, resolve_bn
 from .base import Strategy, backbone_lr_mult, has_source_weights
 
 
 def _finetune_phase(strategy, name, model, groups, job, p, notes, terms):
-    from zoo.strategy import Phase, all_groups, resolve_bn  # lazy: imports torch
-
     mult = backbone_lr_mult(strategy, p, model, notes)
     return Phase(name, job.train.epochs, all_groups(groups, trainable=True, lr_mult=mult),
                  bn=resolve_bn(job, "train"), loss_terms=terms)
@@ -26,8 +25,6 @@ class L2SP(Strategy):
     defaults = {"alpha": 0.1, "beta": 0.01, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: imports torch
-
         from .terms import L2SPTerm  # lazy: imports torch
 
         p = self.params(job)
@@ -50,8 +47,6 @@ class LwF(Strategy):
     defaults = {"lam": 1.0, "temperature": 2.0, "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: imports torch
-
         p = self.params(job)
         lam = self.number(p, "lam", float, 0.0)
         temperature = self.number(p, "temperature", float, 1e-6)
@@ -80,8 +75,6 @@ class Joint(Strategy):
     defaults = {"lam": 1.0, "source_batch_size": "auto", "backbone_lr_mult": "auto"}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: imports torch
-
         p = self.params(job)
         lam = self.number(p, "lam", float, 0.0)
         source = ctx.source if ctx is not None else None  # the source task's splits

@@ -12,6 +12,7 @@ and fused norm+activation layers.  Imports no torch at import time (the pack's r
 from __future__ import annotations
 
 from zoo.errors import ConfigError
+from zoo.plan import Selection, StrategyPlan
 
 from .base import Strategy
 
@@ -39,8 +40,6 @@ class SSF(Strategy):
     defaults = {"init_std": 0.02, "ssf_lr_mult": 1.0}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
-
         from .peft import _head_phase  # lazy: the pack's shared phase (imports torch on call)
         from .ssf_layers import SSFAdapters, find_sites, sites_that_run  # lazy: torch
 

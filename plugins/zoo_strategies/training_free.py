@@ -25,13 +25,12 @@ from __future__ import annotations
 
 from zoo.engine.prompts import load_templates
 from zoo.errors import ConfigError
+from zoo.plan import AutoCandidate, GroupSetting, Phase, StrategyPlan, all_groups, resolve_bn
 
 from .base import Strategy, has_source_weights
 
 
 def _frozen_phase(name: str, groups, fit):
-    from zoo.strategy import GroupSetting, Phase  # lazy: zoo.strategy imports torch
-
     settings = {g.name: GroupSetting(False) for g in groups if g.name != "head"}
     # the head is what fit() writes: it counts as the phase's trainable part
     settings["head"] = GroupSetting(True, 1.0)
@@ -39,8 +38,6 @@ def _frozen_phase(name: str, groups, fit):
 
 
 def _auto_free():
-    from zoo.strategy import AutoCandidate  # lazy: zoo.strategy imports torch
-
     return AutoCandidate(cost="free")
 
 
@@ -55,8 +52,6 @@ class _Fitted(Strategy):
         return _auto_free()
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
-
         self.params(job)
         if getattr(model.head, "fitted", None) != self.head:
             raise ConfigError(f"strategy '{self.name}' fills head '{self.head}', but the job's "
@@ -104,7 +99,6 @@ class ZeroShot(Strategy):
 
     def plan(self, model, groups, job, ctx=None):
         from zoo.engine.text_head import require_text_head, require_text_tower  # lazy: torch
-        from zoo.strategy import StrategyPlan  # lazy: zoo.strategy imports torch
 
         p = self.params(job)
         require_text_tower(model.backbone, "strategy 'zero-shot'")
@@ -138,7 +132,6 @@ class WiseFt(Strategy):
         are kept), ``finetune`` (every group, ``train.epochs``), ``wise`` (steps none:
         θ = (1 − α)·θ₀ + α·θ₁ over every floating-point tensor; Wortsman et al., CVPR 2022)."""
         from zoo.engine.text_head import require_text_head, require_text_tower  # lazy: torch
-        from zoo.strategy import Phase, StrategyPlan, all_groups, resolve_bn  # lazy: torch
 
         p = self.params(job)
         alpha = self.number(p, "alpha", float, 0.0, 1.0)

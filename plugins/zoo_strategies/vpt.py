@@ -12,6 +12,7 @@ them and records the change, and ``zoo eval/predict/export`` re-apply it through
 from __future__ import annotations
 
 from zoo.errors import ConfigError
+from zoo.plan import Selection, StrategyPlan
 
 from .base import Strategy
 
@@ -28,8 +29,6 @@ class VPT(Strategy):
     defaults = {"tokens": 10, "deep": False, "prompt_lr_mult": 1.0}
 
     def plan(self, model, groups, job, ctx=None):
-        from zoo.strategy import Selection, StrategyPlan  # lazy: zoo.strategy imports torch
-
         from .peft import _head_phase  # lazy: the pack's shared phase (imports torch on call)
         from .vpt_layers import VPTPrompts, vit_blocks  # lazy: torch
 
