@@ -469,6 +469,13 @@ def test_auto_linear_probe_choice_trains_on_unaugmented_images():
     job = tiny_job(strategy={"name": "auto", "params": {"candidates": "linear-probe",
                                                         "lr_factor": 1}},
                    data={"augment": "light"})
+    train_transform = bundle.train.transform
     plan = auto.plan(model, groups, job, auto_ctx)
-    assert bundle.train.transform is val_transform
+    assert plan.augment is False and plan.to_dict(groups, model, 0.01)["augment"] is False
+    assert bundle.train.transform is train_transform  # the context's data is left alone
     assert any("un-augmented" in n for n in plan.notes)
+    from zoo.engine.data import eval_view
+
+    view = eval_view(bundle.train, bundle.val)  # what the run reads train through
+    assert view.transform is val_transform and bundle.train.transform is train_transform
+    assert len(view) == len(bundle.train)

@@ -157,6 +157,9 @@ class StrategyPlan:
     choice: Choice | None = None  # auto: what it chose (summary.json's "auto")
     # weights the run has to beat: validated as "epoch 0", kept until an epoch matches them
     fallback: Fallback | None = None
+    # False: the run reads its train split through the eval transform (no augmentation),
+    # whatever data.augment says — a frozen-backbone plan fits fixed features best
+    augment: bool = True
 
     @property
     def epochs(self) -> int:
@@ -212,7 +215,7 @@ class StrategyPlan:
                 "loss_terms": [t.name for t in phase.loss_terms],
             })
         return {"strategy": self.strategy, "epochs": self.epochs, "phases": phases,
-                "total_params": total, "train_on": self.train_on,
+                "total_params": total, "train_on": self.train_on, "augment": self.augment,
                 "model_changes": [c.describe() for c in self.model_changes],
                 "notes": self.notes}
 

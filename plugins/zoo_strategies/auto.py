@@ -192,11 +192,12 @@ class Auto(Strategy):
         # the winner's trial weights are loaded
         fallback = _fallback(rival, model) if rival is not None else None
         start = _reuse_trial(winner, entry, plan, model, reuse) if winner is not None else None
-        if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none" \
-                and bundle is not None and _set_train_transform(bundle):
+        augment = plan.augment
+        if all(ph.backbone_frozen() for ph in plan.phases) and job.data.augment != "none":
             # like `--strategy linear-probe` (registry: data.augment none): a probe fits fixed
-            # features best; a plan cannot change job.data, so the run's train split gets the
-            # val transform here (prepare() handed over this run's splits)
+            # features best; a plan cannot change job.data, so it declares it (the run reads
+            # its train split through the val transform)
+            augment = False
             plan.notes.append(f"trains on un-augmented images (data.augment "
                               f"{job.data.augment} applies to fine-tuning only)")
         at = f" at lr {lr:.3g}" if lr is not None else ""
@@ -211,7 +212,7 @@ class Auto(Strategy):
                  *[f"{chosen}: {n}" for n in plan.notes]]
         final_lr = lr if lr is not None else entry[3].train.lr
         return StrategyPlan(self.name, plan.phases, notes, model_changes=plan.model_changes,
-                            train_on=plan.train_on, fallback=fallback,
+                            train_on=plan.train_on, fallback=fallback, augment=augment,
                             choice=Choice(chosen, final_lr, trials, skipped))
 
     @staticmethod
@@ -270,13 +271,6 @@ def _fallback(rival, model) -> Fallback | None:
     weights = {k: (changed[k] if k in changed else v).detach().to(v.device, copy=True)
                for k, v in own.items()}
     return Fallback(f"{rival.label} (auto's trial, trained as it would run)", weights)
-
-
-def _set_train_transform(bundle) -> bool:
-    if not (hasattr(bundle.train, "transform") and hasattr(bundle.val, "transform")):
-        return False
-    bundle.train.transform = bundle.val.transform
-    return True
 
 
 def _prefer(names: list[str], order: tuple, found, cost: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.engine.data import make_loader
+from zoo.engine.data import eval_view, make_loader
 from zoo.engine.features import FeatureCache
 from zoo.engine.loop import fit
 from zoo.engine.runtime import Runtime
@@ -92,15 +92,6 @@ class _Subset:
         return self.dataset[self.indices[i]]
 
 
-def plain_view(train, val):
-    """``train`` with ``val``'s transform (no augmentation), or ``train`` if unknown."""
-    if not (hasattr(train, "transform") and hasattr(val, "transform")):
-        return train
-    view = copy.copy(train)
-    view.transform = val.transform
-    return view
-
-
 def trial_job(job, epochs: int):
     """``job`` for a short trial: ``epochs`` epochs, no early stop, monitor val accuracy."""
     train = dataclasses.replace(job.train, epochs=epochs, early_stop_patience=None)
@@ -132,7 +123,7 @@ class Trials:
     def cache(self, where: str) -> FeatureCache | None:
         if where not in self.caches:
             b = self.data[where]
-            plain = plain_view(b.train, b.val)
+            plain = eval_view(b.train, b.val)
             loaders = {"train": make_loader(plain, self._bs(plain), False, self.job.seed,
                                             self.workers, self.device.type),
                        "val": self.val_loaders[where]}
@@ -227,5 +218,5 @@ class Trials:
             model = copy.deepcopy(self.model)
             groups = copy.deepcopy(self.groups)
             plan = plan_with_changes(cand.obj, model, groups, job, cand.changes, self.ctx)
-            train = plain_view(b.train, b.val) if cand.cost == "cheap" else b.train
+            train = eval_view(b.train, b.val) if cand.cost == "cheap" else b.train
             return range_test(model, groups, plan, train, job, self.device, steps=steps)

@@ -2,6 +2,8 @@
 backbone's pretrained config, loader settings chosen from the machine."""
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 
 from zoo.engine import threads
@@ -25,6 +27,20 @@ class DataBundle:
                  for s in ("train", "val", "test")}
         return DataBundle(views["train"], views["val"], views["test"], self.classes,
                           self.warnings)
+
+
+def eval_view(train, val):
+    """``train`` read through ``val``'s transform (no augmentation) — for a plan that trains
+    on un-augmented images (``StrategyPlan.augment`` false: a frozen-backbone plan fits fixed
+    features best); ``train`` itself when either has no transform."""
+    transform = getattr(val, "transform", None)
+    if transform is None or not hasattr(train, "transform"):
+        return train
+    if getattr(train, "streaming", False):
+        return train.with_transform(transform)
+    view = copy.copy(train)
+    view.transform = transform
+    return view
 
 
 def _view(dataset, transform):

@@ -30,7 +30,7 @@ from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed, guard, isolation, threads
 from zoo.engine.blame import plugin_error
 from zoo.engine.build import build_metrics, make_plan
-from zoo.engine.data import check_run_splits, make_loader
+from zoo.engine.data import check_run_splits, eval_view, make_loader
 from zoo.engine.loop_hooks import NO_HOOKS, LoopHooks, loop_hooks
 from zoo.engine.phases import data_streams
 from zoo.engine.prepare import Prepared, prepare
@@ -255,6 +255,8 @@ def plan_step(r: Run) -> None:
 def set_up_step(r: Run) -> None:
     """Loaders, metrics, the Runtime and the model on its device; then the run folder."""
     job, bundle = r.job, r.prep.bundle
+    if not getattr(r.plan, "augment", True):  # the plan trains on un-augmented images
+        bundle.train = eval_view(bundle.train, bundle.val)
     r.batch_size = _batch_size(job.train.batch_size, len(bundle.train), r.warnings)
     r.loaders = _loaders(r)
     r.metrics, r.other_metrics = build_metrics(r.catalog, job, len(r.prep.classes), r.device)

@@ -106,8 +106,9 @@ def train(r) -> None:
 
 def _feature_loaders(r):
     """``phase -> {"train", "val"} | None``: cached-feature loaders for a frozen-backbone
-    phase on deterministic inputs — no augmentation by the job, or because the plan gave
-    train the val transform (auto choosing a probe does; a plan cannot change job.data)."""
+    phase on deterministic inputs — no augmentation by the job, or a plan that trains on
+    un-augmented images (``StrategyPlan.augment`` false: the set-up step gave train the val
+    transform; auto choosing a probe declares it)."""
     job, bs, bundle = r.job, r.batch_size, r.prep.bundle
     deterministic = job.data.augment == "none" or _same_transform(bundle.train, bundle.val)
 
