@@ -600,3 +600,25 @@ def test_the_fallback_is_the_best_measured_candidate_that_fits_the_model():
     assert best_fallback(fin, [ncm, weak]) is None
     fin.changes_model = True  # adapters on the finalist: nothing fits its state dict
     assert best_fallback(fin, [lp_a]) is None
+
+
+def test_a_shadowed_strategy_is_a_candidate_by_its_plugin_name():
+    """Two plugins register one name: the winner is a candidate by the bare name, the other
+    by PLUGIN:NAME (issue 25's names) — neither is silently left out."""
+    class Shadow:
+        name = "shadow-pack"
+
+        @hookimpl
+        def register_strategies(self, register):
+            register("linear-probe", HeadOnlyCandidate(), description="a second linear-probe")
+
+    cat = make_catalog(Shadow())
+    shadowed = [f"{c.plugin}:linear-probe" for c in cat.shadowed["strategies"]["linear-probe"]]
+    assert len(shadowed) == 1 and cat.get("strategies", "linear-probe").plugin == "shadow-pack"
+    m, groups = model()
+    ctx = PlanContext(data=bundle(), device=torch.device("cpu"), catalog=cat)
+    found, skipped, _ = Auto().discover(m, groups, auto_job(), None, ctx)
+    names = [f[0] for f in found]
+    assert "linear-probe" in names and shadowed[0] in names
+    assert found[names.index("linear-probe")][1] is cat.get("strategies", "linear-probe").obj
+    assert found[names.index(shadowed[0])][1] is cat.get("strategies", shadowed[0]).obj

@@ -72,6 +72,9 @@ class Auto(Strategy):
                      if any(given.get(k) is not None for k in keys)}
         explicit = names is not None
         pool = names if explicit else [n for n in catalog.names("strategies") if n != self.name]
+        if not explicit:  # a name two plugins share: the other's is a candidate as PLUGIN:NAME
+            pool += [f"{c.plugin}:{n}" for n, comps in sorted(catalog.shadowed["strategies"].items())
+                     for c in comps if n != self.name]
         found, skipped = [], {}
         for name in pool:
             if name == self.name:
