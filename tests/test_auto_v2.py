@@ -622,3 +622,20 @@ def test_a_shadowed_strategy_is_a_candidate_by_its_plugin_name():
     assert "linear-probe" in names and shadowed[0] in names
     assert found[names.index("linear-probe")][1] is cat.get("strategies", "linear-probe").obj
     assert found[names.index(shadowed[0])][1] is cat.get("strategies", shadowed[0]).obj
+
+
+def test_the_cached_features_pass_is_paid_out_of_the_budget():
+    from types import SimpleNamespace
+
+    from zoo_strategies.auto_halving import cache_cost, rung_budgets
+    from zoo_strategies.auto_trials import Candidate
+
+    data = {"target": SimpleNamespace(train=[0] * 90, val=[0] * 30)}
+    paid = Candidate("finetune", None, "full", None, "target")
+    probe = Candidate("linear-probe", None, "cheap", None, "target")
+    assert cache_cost(data, [paid, probe]) == pytest.approx((90 + 30) / 90 / 3)
+    assert cache_cost(data, [paid]) == 0.0  # nothing cached: nothing to pay
+    # what is left for the paid trials: 0.4 of 4 epochs less the pass (0.44 epochs)
+    left = 0.4 - cache_cost(data, [paid, probe]) / 4
+    assert sum(n * b for n, b in zip([2, 1], rung_budgets(2, 4, 3, 3, left))) == \
+        pytest.approx(0.4 * 4 - (90 + 30) / 90 / 3)

@@ -76,11 +76,15 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
                 for c in cands if c.cost not in PAID]
     # paid candidates: successive halving among themselves, at equal budgets
     val_cost = validation_cost(data, cands)
+    # the shared backbone pass of the cached features is paid out of the same budget: it
+    # is what auto's trials cost in all, in fine-tune runs, not what the paid ones cost
+    budget = max(0.0, budget - cache_cost(data, cands) / max(1, epochs))
     paid = by_priority([c for c in cands if c.cost in PAID], starts_frozen)
     kept = affordable(len(paid), epochs, eta, rungs, budget, val_cost)
     if kept < len(paid):  # the most likely ones stay; the rest are listed
         log.append(f"budget: {len(paid)} paid candidates, each trial's val pass costs "
-                   f"{val_cost:.2f} epoch(s); {kept} fit {budget:g} × {epochs} epochs with "
+                   f"{val_cost:.2f} epoch(s); {kept} fit {budget:.2g} × {epochs} epochs (what "
+                   f"the cached features' pass leaves) with "
                    f"the finalist trained {MIN_FINAL:.0%} of the run or more — not tried: "
                    + ", ".join(c.label for c in paid[kept:]))
         paid = paid[:kept]
@@ -326,6 +330,19 @@ def affordable(n_paid: int, epochs: int, eta: int, rungs: int, budget: float,
         if raw[0] >= MIN_BUDGET and min(float(epochs), raw[-1]) >= MIN_FINAL * epochs:
             return n
     return min(1, n_paid)
+
+
+def cache_cost(data: dict, cands) -> float:
+    """The cached features' one backbone pass (train and val, forward only) in epochs of the
+    paid candidates' training; 0 when no candidate trains on them (all paid, none frozen)."""
+    cached = {c.trains_on for c in cands if c.cost not in PAID}
+    if not cached:
+        return 0.0
+    where = next((c.trains_on for c in cands if c.cost in PAID), "target")
+    n_train = max(1, len((data.get(where) or data["target"]).train))
+    images = sum(len(b.train) + (len(b.val) if b.val is not None else 0)
+                 for k, b in data.items() if k in cached)
+    return images / n_train / 3.0
 
 
 def validation_cost(data: dict, cands) -> float:
