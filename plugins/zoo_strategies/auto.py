@@ -3,7 +3,8 @@
 Candidates (docs/strategies.md, "auto"): every strategy of the catalog whose ``auto``
 attribute is a :class:`zoo.strategy.AutoCandidate` (cost ``free``/``cheap``/``partial``/
 ``full``, ``needs_source_weights``, ``needs`` streams) and whose needs this job meets —
-PEFT, training-free and UDA strategies join without editing ``auto``; ``candidates`` (a
+PEFT, training-free and UDA strategies join without editing ``auto``; a name two plugins
+register joins twice (the winner by its name, the other as ``PLUGIN:NAME``); ``candidates`` (a
 list of names) overrides discovery.  A candidate whose job defaults name its own head
 (``ncm``, ``knn``) is planned with that head (:class:`.head_change.ReplaceHead`, then a model
 change of the final plan).  A candidate whose plan fails on this model (``lora`` without
@@ -23,6 +24,11 @@ Procedure:
    (:mod:`.auto_halving`).  The paid finalist is then compared with the best cheap/free
    candidate **at equal budgets**, its gap to it extended in log-epochs to the run's
    epochs (short trials under-rate slow learners); a tie goes to the measured one.
+4. **When it cannot tell** (the finalist catches up with the measured one but is predicted
+   short) — and whenever a paid finalist wins — the finalist trains the whole run with the
+   best measured candidate whose weights fit the model as the run's **fallback**
+   (:class:`zoo.plan.Fallback`, :func:`.auto_halving.best_fallback`): validated as epoch 0,
+   kept unless an epoch matches or beats it, so val decides at the end.
 
 Then ``auto`` plans the winner for the full run at its LR (a normal plan: the run folder is
 ordinary) and its notes hold the candidates × rungs table.  A paid winner's run starts from
