@@ -189,6 +189,9 @@ def test_the_finalist_is_compared_at_equal_budgets_and_extrapolated(
     ((0.10, 0.20), {0.5: 0.55, 2.0: 0.65}, 0.80, "linear-probe", False, "a tie goes"),
     # falling behind with more training: the probe
     ((0.60, 0.55), {0.5: 0.60, 2.0: 0.70}, 0.70, "linear-probe", False, "a tie goes"),
+    # catching up (gap -0.40 -> -0.36), but too slowly to win even linearly in epochs
+    # (0.80 - 0.36 + 0.027 x 6 = 0.60): the probe, without a full fine-tune
+    ((0.10, 0.16), {0.5: 0.50, 2.0: 0.52}, 0.80, "linear-probe", False, "at most 0.6"),
     # predicted to win: it trains, with the probe as its fallback all the same
     ((0.30, 0.60), {0.5: 0.77, 2.0: 0.81}, 0.90, "finetune", True, "predicted val"),
 ])

@@ -189,10 +189,12 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     more than one val image.
 
     Otherwise auto *cannot tell* when the finalist is catching up (its gap to the rival
-    closed by more than one val image from the first rung to the last) yet is predicted to
-    fall short: a two-point extension from trials of a few epochs on a small val split
-    under-rates methods that need many epochs (a 5-shot, 30-epoch fine-tune predicted 0.67
-    ended at 0.88 against a 0.85 probe).  Then the finalist trains for the whole run with the
+    closed by more than one val image from the first rung to the last) and the two usual
+    ways to extend a learning curve disagree: linear in log-epochs it falls short, linear in
+    epochs (the optimistic bound: early curves are still convex in log-time) it wins.  A
+    two-point extension from trials of a few epochs on a small val split under-rates
+    methods that need many epochs (a 5-shot, 30-epoch fine-tune predicted 0.67 ended at 0.88
+    against a 0.85 probe).  Then the finalist trains for the whole run with the
     fallback's weights (:class:`zoo.plan.Fallback`; the rival's when they fit the model, else
     the best measured that fits): the run validates them as epoch 0 and keeps them unless an
     epoch beats them — val decides at the end, where it can tell, for one run's cost.  A
@@ -208,10 +210,13 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     r1, rl, measured = rival.scores[first][0], rival.scores[lastr][0], rival.scores[FULL][0]
     b1, bl = budgets[first], budgets[lastr]
     gap1, gapl = f1 - r1, fl - rl
-    predicted = fl  # no trend to extend (one rung, or trained to the end): it stands
+    predicted = optimistic = fl  # no trend to extend (one rung, or trained to the end)
     if b1 < bl < epochs:
         slope = (gapl - gap1) / math.log(bl / b1)
         predicted = min(1.0, measured + gapl + slope * math.log(epochs / bl))
+        # the same two points extended linearly in epochs: the optimistic bound (a curve
+        # that is still convex in log-time, as early ones are, keeps closing that fast)
+        optimistic = min(1.0, measured + gapl + (gapl - gap1) / (bl - b1) * (epochs - bl))
     predicted = max(fl, predicted)
     tol = 1.0 / max(1, n_val)
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
@@ -223,14 +228,16 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
         return finalist, (f"predicted val accuracy {predicted:.3f} at {epochs} epochs vs "
                           f"{rival.label} {measured:.3f} ({trend}; extended in log-epochs)"
                           + kept), fall_back
-    if fall_back and gapl - gap1 > tol + 1e-9 and bl < epochs:
+    if (fall_back and gapl - gap1 > tol + 1e-9 and bl < epochs
+            and optimistic > measured + tol + 1e-9):
         return finalist, (f"cannot tell: {finalist.label} catches up with {rival.label} "
-                          f"({trend}) but is predicted {predicted:.3f} vs {measured:.3f} at "
-                          f"{epochs} epochs, and short trials under-rate slow learners; it "
-                          "trains the whole run" + kept), True
+                          f"({trend}); extended in log-epochs it ends at {predicted:.3f}, "
+                          f"linearly in epochs at {optimistic:.3f}, vs {measured:.3f} at "
+                          f"{epochs} epochs; it trains the whole run" + kept), True
     return rival, (f"val accuracy {measured:.3f} as it will run vs {finalist.label} "
                    f"predicted {predicted:.3f} at {epochs} epochs ({trend}; extended in "
-                   "log-epochs; a tie goes to the measured one)"), False
+                   f"log-epochs, at most {optimistic:.3f} linearly in epochs; a tie goes to "
+                   "the measured one)"), False
 
 
 def _as_tuple(result: TrialResult) -> tuple:
