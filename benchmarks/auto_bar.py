@@ -245,6 +245,9 @@ def main(argv=None) -> int:
                     if r["strategy"] != "auto" and r["task"] in tasks
                     and r["seed"] < seeds[r["task"]]]
         with tempfile.TemporaryDirectory() as out:
+            if args.fixed_from and tasks:  # as in a full run, auto is not the process's first
+                # job: one unrecorded probe pays the imports and the weights' first load
+                one(args, tasks[0], "linear-probe", None, 0, out)
             for task in tasks:
                 lrs = TASKS[task].get("lrs") or [float(x) for x in args.lrs.split(",") if x]
                 jobs = [] if args.fixed_from else [
