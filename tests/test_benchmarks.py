@@ -187,7 +187,9 @@ def test_auto_bar_fixed_from_reruns_auto_only(tmp_path, monkeypatch, capsys):
     new = tmp_path / "new.json"
     assert ab.main(["--tasks", "digits", "--seeds", "2", "--fixed-from", str(path),
                     "--json", str(new)]) == 0
-    assert ran == [("digits", "auto", 0), ("digits", "auto", 1)]  # auto only, every seed
+    # one unrecorded probe first (it pays the imports, as the fixed runs of a full run do),
+    # then auto only, every seed
+    assert ran == [("digits", "linear-probe", 0), ("digits", "auto", 0), ("digits", "auto", 1)]
     rows = json.loads(new.read_text())
     fixed = [r for r in rows if r["strategy"] != "auto"]
     assert fixed == [r for r in earlier if r["strategy"] != "auto" and r["seed"] < 2]
