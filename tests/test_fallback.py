@@ -41,6 +41,8 @@ class WithFallback(Strategy):
                 weights[k] = weights[k] * 2
             elif how == "zero":
                 weights[k] = torch.zeros_like(weights[k])
+            elif how == "junk":  # not a tensor: refused like a missing key
+                weights[k] = [1.0, 2.0]
             else:
                 del weights[k]
         phase = Phase("all", job.train.epochs, all_groups(groups, trainable=True))
@@ -151,3 +153,9 @@ def test_a_kept_fallback_survives_an_interrupt_and_resume(cat, tmp_path, monkeyp
     assert resumed["fallback"]["kept"] is True and resumed["test"] == full["test"]
     for k, v in _head(full["run_dir"]).items():
         assert torch.equal(v, _head(resumed["run_dir"])[k])
+
+
+def test_a_fallback_holding_junk_is_not_used_and_the_run_completes(cat, tmp_path):
+    summary = _run(cat, tmp_path, "junk", lr=0.05)
+    assert summary["status"] == "completed" and summary["fallback"]["kept"] is False
+    assert summary["fallback"]["note"].startswith("not used: its weights do not fit the model")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from zoo.engine.evaluation import evaluate
 
 
@@ -30,9 +32,13 @@ def seed_best(model, plan, loaders: dict, metrics: dict, job, rt, state,
     val_loader = loaders.get("val")
     if val_loader is None or not len(val_loader.dataset):
         return _skip(fallback, log, "there is no val split to compare it on")
+    if not isinstance(weights, dict):  # a plugin's plan: checked, never trusted
+        return _skip(fallback, log, f"its weights are a {type(weights).__name__}, not a "
+                     "state dict")
     own = model.state_dict()
-    misfit = sorted(set(own) ^ set(weights)) or [
-        k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
+    misfit = sorted(set(own) ^ set(weights), key=str) or [
+        k for k in own if not isinstance(weights[k], torch.Tensor)
+        or tuple(own[k].shape) != tuple(weights[k].shape)]
     if misfit:  # checked first: load_state_dict copies what fits before it raises
         return _skip(fallback, log, f"its weights do not fit the model ({misfit[0]!r})")
     mine = {k: v.detach().clone() for k, v in own.items()}
