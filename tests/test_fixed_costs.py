@@ -146,6 +146,26 @@ def test_quick_exit_waits_for_a_running_non_daemon_thread():
     assert proc.returncode == 0 and "thread finished" in proc.stdout
 
 
+def test_a_torchrun_rank_exits_quickly_once_its_process_group_is_gone(tmp_path):
+    """Under torchrun the normal exit is kept only while a process group lives (its teardown
+    is in finalisers); once zoo destroyed it, the rank exits quickly — the interpreter's
+    teardown is where gloo's threads met the static destructors and aborted a rank."""
+    proc = _python(f"""
+        import os
+        os.environ["LOCAL_RANK"] = "0"
+        from zoo.cli import quick_exit
+        before = quick_exit.can_exit_now()
+        import torch.distributed as dist
+        dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}",
+                                rank=0, world_size=1)
+        during = quick_exit.can_exit_now()
+        dist.destroy_process_group()
+        print(before, during, quick_exit.can_exit_now())
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "False", "True"]
+
+
 @pytest.mark.parametrize("code,status", [(None, 0), (0, 0), (2, 2), ("message", 1)])
 def test_exit_code_maps_system_exit_codes(code, status):
     from zoo.cli.quick_exit import exit_code

@@ -8,7 +8,11 @@ a flush of stdout/stderr — and then ends the process with ``os._exit``.
 
 Every file zoo writes is complete before it is renamed into place (``zoo.io.atomic``), so
 skipping finalisers loses nothing. The normal exit is kept where it matters: under
-torchrun (process groups tear down in finalisers), or when ``ZOO_NORMAL_EXIT=1``.
+torchrun while a process group is still initialised (it tears down in finalisers), or when
+``ZOO_NORMAL_EXIT=1``. A rank whose process group zoo has already destroyed
+(``zoo.engine.distributed.session``) exits quickly too: left to the interpreter's teardown,
+gloo's C++ threads could meet the static destructors and abort the rank ("terminate called
+without an active exception", SIGABRT) after its work was done.
 
 A non-daemon thread still running (a plugin's hook may start one) gets
 :data:`THREAD_GRACE_S` seconds to finish; one still alive after that would keep the process
@@ -45,8 +49,18 @@ def _normal_exit_asked() -> bool:
         return False
 
 
+def _process_group_alive() -> bool:
+    dist = sys.modules.get("torch.distributed")  # never imported here: only if a run did
+    try:
+        return bool(dist is not None and dist.is_available() and dist.is_initialized())
+    except Exception:  # noqa: BLE001 - a half-imported torch at exit: keep the normal exit
+        return True
+
+
 def can_exit_now() -> bool:
-    return not _normal_exit_asked() and "LOCAL_RANK" not in os.environ
+    if _normal_exit_asked():
+        return False
+    return "LOCAL_RANK" not in os.environ or not _process_group_alive()
 
 
 def _lingering() -> list:
