@@ -143,6 +143,45 @@ def test_paid_candidates_are_kept_by_priority():
         ("lp-ft", "default"), ("bitfit", "default")]
 
 
+def test_the_measured_probes_lr_lean_goes_first():
+    """The cheap probe's best LR variant (trained as the run would) says which way a paid
+    strategy's LR goes first; no lean when the default wins or two strategies disagree."""
+    from zoo_strategies.auto_halving import FULL, by_priority, lr_lean
+    from zoo_strategies.auto_trials import Candidate
+
+    def c(name, cost, lr_from, score=None):
+        cand = Candidate(name, None, cost, None, "target", lr=0.1, lr_from=lr_from)
+        if score is not None:
+            cand.scores[FULL] = score
+        return cand
+
+    def probes(acc_small, acc_default, acc_large, name="linear-probe"):
+        return [c(name, "cheap", "default ÷ 3", (acc_small, 1.0, 0)),
+                c(name, "cheap", "default", (acc_default, 1.0, 0)),
+                c(name, "cheap", "default × 3", (acc_large, 1.0, 0))]
+
+    assert lr_lean(probes(0.80, 0.85, 0.90)) == "×"
+    assert lr_lean(probes(0.90, 0.85, 0.80)) == "÷"
+    assert lr_lean(probes(0.80, 0.90, 0.85)) == ""
+    # equal accuracy: the lower val loss decides
+    tie = probes(0.8, 0.9, 0.9)
+    tie[2].scores[FULL] = (0.9, 0.5, 0)
+    assert lr_lean(tie) == "×"
+    # two strategies that disagree, or none measured at several LRs: no lean
+    assert lr_lean(probes(0.8, 0.85, 0.9) + probes(0.9, 0.85, 0.8, "knn-lr")) == ""
+    assert lr_lean([c("ncm", "free", "", (0.9, 1.0, 0))]) == ""
+
+    paid = [c("finetune", "full", "default ÷ 3"), c("finetune", "full", "default"),
+            c("finetune", "full", "default × 3"), c("bitfit", "partial", "default × 3"),
+            c("bitfit", "partial", "default")]
+    order = by_priority(paid, {}, "×")
+    assert [(x.strategy, x.lr_from) for x in order] == [
+        ("finetune", "default × 3"), ("finetune", "default"), ("finetune", "default ÷ 3"),
+        ("bitfit", "default × 3"), ("bitfit", "default")]
+    order = by_priority(paid, {}, "÷")
+    assert [x.lr_from for x in order][:3] == ["default ÷ 3", "default", "default × 3"]
+
+
 class _Rival:
     """Trials stand-in: the rival's score at a budget (equal-budget runs)."""
 

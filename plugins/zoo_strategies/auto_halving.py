@@ -79,7 +79,11 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
     # the shared backbone pass of the cached features is paid out of the same budget: it
     # is what auto's trials cost in all, in fine-tune runs, not what the paid ones cost
     budget = max(0.0, budget - cache_cost(data, cands) / max(1, epochs))
-    paid = by_priority([c for c in cands if c.cost in PAID], starts_frozen)
+    lean = lr_lean([c for c in cands if c.cost not in PAID])
+    if lean:
+        log.append(f"LR lean: the measured candidates did best at their default LR {lean} "
+                   f"{factor:g}; each paid strategy tries that LR first")
+    paid = by_priority([c for c in cands if c.cost in PAID], starts_frozen, lean)
     kept = affordable(len(paid), epochs, eta, rungs, budget, val_cost)
     if kept < len(paid):  # the most likely ones stay; the rest are listed
         log.append(f"budget: {len(paid)} paid candidates, each trial's val pass costs "
@@ -158,16 +162,44 @@ def rank_rung(alive: list[Candidate], results: list[TrialResult], n_val: int) ->
 FULL = "full"  # the score key of a candidate trained (or evaluated) as the run will
 
 
-def by_priority(paid: list[Candidate], starts_frozen: dict) -> list[Candidate]:
+def _direction(c: Candidate) -> str:
+    """``"×"``/``"÷"``: ``c`` is its strategy's larger/smaller LR variant; ``""``: the default."""
+    text = c.lr_from or "default"
+    return "÷" if "÷" in text else "×" if "×" in text else ""
+
+
+def lr_lean(measured: list[Candidate]) -> str:
+    """Which way the measured (free and cheap) candidates' LR grid leans: ``"×"`` when the
+    best of a strategy's LR variants — trained as the run would train them, by val accuracy
+    then loss — is its larger LR, ``"÷"`` its smaller; ``""`` when it is the default, no
+    strategy was measured at several LRs, or two strategies disagree."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in measured:
+        if FULL in c.scores and c.lr is not None:
+            groups.setdefault(c.strategy, []).append(c)
+    leans = {_direction(max(g, key=lambda c: (c.scores[FULL][0], -c.scores[FULL][1])))
+             for g in groups.values() if len(g) > 1}
+    return leans.pop() if len(leans) == 1 else ""
+
+
+def by_priority(paid: list[Candidate], starts_frozen: dict, lean: str = "") -> list[Candidate]:
     """Paid candidates, the ones the budget keeps first: full-cost strategies before partial
     ones (the cached probe cannot stand in for them); among those, strategies whose plan
     starts with the backbone frozen (lp-ft) last — their short trials mostly re-measure the
     probe they start with, which is measured exactly already; then each strategy's default
     (or range-test) LR, its larger LR (few epochs favour it), the smaller; ties keep the
-    catalog's order."""
+    catalog's order.
+
+    ``lean`` (:func:`lr_lean`): the LR variant the measured probe did best with goes before
+    the default. A paid strategy's new head starts as the probe's linear problem, and a
+    probe that wants larger (smaller) steps than its default says the same of the head —
+    and, through it, of the features' distance from the target — for the whole run, at
+    no cost; where the budget affords one LR of a strategy, it is that one."""
     def variant(c: Candidate) -> int:
-        text = c.lr_from or "default"
-        return 2 if "÷" in text else 1 if "×" in text else 0
+        d = _direction(c)
+        if lean and d == lean:
+            return 0
+        return 1 if d == "" else 2 if d == "×" else 3
     return sorted(paid, key=lambda c: (c.cost != "full", bool(starts_frozen.get(c.strategy)),
                                        variant(c), paid.index(c)))
 
