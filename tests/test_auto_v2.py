@@ -144,8 +144,9 @@ def test_paid_candidates_are_kept_by_priority():
 
 
 def test_the_measured_probes_lr_lean_goes_first():
-    """The cheap probe's best LR variant (trained as the run would) says which way a paid
-    strategy's LR goes first; no lean when the default wins or two strategies disagree."""
+    """A cheap probe's LR variant that beats its default (trained as the run would) on val
+    accuracy and loss says which way a paid strategy's LR goes first; no lean when the
+    default holds on either count or two strategies disagree."""
     from zoo_strategies.auto_halving import FULL, by_priority, lr_lean
     from zoo_strategies.auto_trials import Candidate
 
@@ -155,21 +156,23 @@ def test_the_measured_probes_lr_lean_goes_first():
             cand.scores[FULL] = score
         return cand
 
-    def probes(acc_small, acc_default, acc_large, name="linear-probe"):
-        return [c(name, "cheap", "default ÷ 3", (acc_small, 1.0, 0)),
-                c(name, "cheap", "default", (acc_default, 1.0, 0)),
-                c(name, "cheap", "default × 3", (acc_large, 1.0, 0))]
+    def probes(small, default, large, name="linear-probe"):  # (accuracy, loss) each
+        return [c(name, "cheap", "default ÷ 3", (*small, 0)),
+                c(name, "cheap", "default", (*default, 0)),
+                c(name, "cheap", "default × 3", (*large, 0))]
 
-    assert lr_lean(probes(0.80, 0.85, 0.90)) == "×"
-    assert lr_lean(probes(0.90, 0.85, 0.80)) == "÷"
-    assert lr_lean(probes(0.80, 0.90, 0.85)) == ""
-    # equal accuracy: the lower val loss decides
-    tie = probes(0.8, 0.9, 0.9)
-    tie[2].scores[FULL] = (0.9, 0.5, 0)
-    assert lr_lean(tie) == "×"
+    # 100 val images: 0.01 is one image
+    assert lr_lean(probes((0.80, 0.6), (0.85, 0.5), (0.86, 0.4)), 100) == "×"
+    assert lr_lean(probes((0.90, 0.4), (0.85, 0.5), (0.80, 0.6)), 100) == "÷"
+    assert lr_lean(probes((0.80, 0.6), (0.90, 0.4), (0.85, 0.5)), 100) == ""
+    # better by one count only: the same accuracy at a lower loss, or more right at a
+    # higher loss, is no lean
+    assert lr_lean(probes((0.85, 0.3), (0.85, 0.5), (0.80, 0.6)), 100) == ""
+    assert lr_lean(probes((0.80, 0.6), (0.85, 0.5), (0.86, 0.55)), 100) == ""
     # two strategies that disagree, or none measured at several LRs: no lean
-    assert lr_lean(probes(0.8, 0.85, 0.9) + probes(0.9, 0.85, 0.8, "knn-lr")) == ""
-    assert lr_lean([c("ncm", "free", "", (0.9, 1.0, 0))]) == ""
+    assert lr_lean(probes((0.80, 0.6), (0.85, 0.5), (0.86, 0.4))
+                   + probes((0.90, 0.4), (0.85, 0.5), (0.80, 0.6), "knn-lr"), 100) == ""
+    assert lr_lean([c("ncm", "free", "", (0.9, 1.0, 0))], 100) == ""
 
     paid = [c("finetune", "full", "default ÷ 3"), c("finetune", "full", "default"),
             c("finetune", "full", "default × 3"), c("bitfit", "partial", "default × 3"),

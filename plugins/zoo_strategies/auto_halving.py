@@ -79,7 +79,7 @@ def halve(ctx, starts_frozen: dict, model, groups, job, found, *, eta: int, rung
     # the shared backbone pass of the cached features is paid out of the same budget: it
     # is what auto's trials cost in all, in fine-tune runs, not what the paid ones cost
     budget = max(0.0, budget - cache_cost(data, cands) / max(1, epochs))
-    lean = lr_lean([c for c in cands if c.cost not in PAID])
+    lean = lr_lean([c for c in cands if c.cost not in PAID], n_val)
     if lean:
         log.append(f"LR lean: the measured candidates did best at their default LR {lean} "
                    f"{factor:g}; each paid strategy tries that LR first")
@@ -168,17 +168,27 @@ def _direction(c: Candidate) -> str:
     return "÷" if "÷" in text else "×" if "×" in text else ""
 
 
-def lr_lean(measured: list[Candidate]) -> str:
-    """Which way the measured (free and cheap) candidates' LR grid leans: ``"×"`` when the
-    best of a strategy's LR variants — trained as the run would train them, by val accuracy
-    then loss — is its larger LR, ``"÷"`` its smaller; ``""`` when it is the default, no
-    strategy was measured at several LRs, or two strategies disagree."""
+def lr_lean(measured: list[Candidate], n_val: int) -> str:
+    """Which way the measured (free and cheap) candidates' LR grid leans: ``"×"`` when a
+    strategy's larger LR variant, trained as the run would train it, beats its default on
+    val by both counts — more val images right and the lower val loss —, ``"÷"`` when its
+    smaller one does; ``""`` when neither does (a loss alone is no lean: on a few dozen val
+    images it moves with the LR even where the accuracy cannot tell), when no strategy was
+    measured at several LRs, or when the strategies disagree."""
     groups: dict[str, list[Candidate]] = {}
     for c in measured:
         if FULL in c.scores and c.lr is not None:
             groups.setdefault(c.strategy, []).append(c)
-    leans = {_direction(max(g, key=lambda c: (c.scores[FULL][0], -c.scores[FULL][1])))
-             for g in groups.values() if len(g) > 1}
+    leans = set()
+    for g in groups.values():
+        default = next((c for c in g if _direction(c) == ""), None)
+        if default is None or len(g) < 2:
+            continue
+        right = {id(c): round(c.scores[FULL][0] * max(1, n_val)) for c in g}
+        better = [c for c in g if right[id(c)] > right[id(default)]
+                  and c.scores[FULL][1] < default.scores[FULL][1]]
+        best = max(better, key=lambda c: (right[id(c)], -c.scores[FULL][1]), default=default)
+        leans.add(_direction(best))
     return leans.pop() if len(leans) == 1 else ""
 
 
