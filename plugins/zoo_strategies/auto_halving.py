@@ -2,7 +2,8 @@
 
 :func:`halve` expands the candidate strategies into (strategy, LR) pairs, scores the
 ``free`` and ``cheap`` ones once as the run will train them, runs the paid ones rung by
-rung on growing budgets (:func:`rung_budgets`, :func:`affordable`, :func:`by_priority`),
+rung on growing budgets (:func:`rung_budgets`, :func:`affordable`, :func:`by_priority`;
+which LR of a strategy first: :func:`lr_lean`, from the measured ones),
 keeps the top ``1/eta`` after each rung, compares the paid finalist with the best measured
 one at equal budgets (:func:`paid_or_measured`), and returns the winner, the reason and the
 candidates × rungs table (plan notes).  Imports torch (through :mod:`.auto_trials`):
