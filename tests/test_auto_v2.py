@@ -236,6 +236,10 @@ def test_the_finalist_is_compared_at_equal_budgets_and_extrapolated(
     ((0.10, 0.16), {0.5: 0.50, 2.0: 0.52}, 0.80, "linear-probe", False, "at most 0.6"),
     # predicted to win: it trains, with the probe as its fallback all the same
     ((0.30, 0.60), {0.5: 0.77, 2.0: 0.81}, 0.90, "finetune", True, "predicted val"),
+    # the gap does not close (-0.20 -> -0.21: the probe gained as fast over those budgets)
+    # but the probe is done early (0.87 at 2 epochs, 0.90 at 8) while the fine-tune's own
+    # curve, 0.40 -> 0.66, extended in log-epochs ends at 0.92: cannot tell -> trains it
+    ((0.40, 0.66), {0.5: 0.60, 2.0: 0.87}, 0.90, "finetune", True, "its own curve"),
 ])
 def test_when_auto_cannot_tell_the_finalist_trains_with_the_rival_as_fallback(
         paid_scores, rival_curve, full, wins, hedged, says):

@@ -237,7 +237,11 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     epochs (the optimistic bound: early curves are still convex in log-time) it wins.  A
     two-point extension from trials of a few epochs on a small val split under-rates
     methods that need many epochs (a 5-shot, 30-epoch fine-tune predicted 0.67 ended at 0.88
-    against a 0.85 probe).  Then the finalist trains for the whole run with the
+    against a 0.85 probe).  So does a gap that does not close while the finalist's own curve,
+    extended in log-epochs, passes the rival's measured end: over the trials' short budgets a
+    probe gains as fast as a fine-tune, then stops (on a 20-shot, 224-px task a fine-tune
+    trial 0.17 behind the probe at 0.4 and at 1.2 of 6 epochs ended level with it on val,
+    7 points ahead on test).  Then the finalist trains for the whole run with the
     fallback's weights (:class:`zoo.plan.Fallback`; the rival's when they fit the model, else
     the best measured that fits): the run validates them as epoch 0 and keeps them unless an
     epoch beats them — val decides at the end, where it can tell, for one run's cost.  A
@@ -253,13 +257,17 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     r1, rl, measured = rival.scores[first][0], rival.scores[lastr][0], rival.scores[FULL][0]
     b1, bl = budgets[first], budgets[lastr]
     gap1, gapl = f1 - r1, fl - rl
-    predicted = optimistic = fl  # no trend to extend (one rung, or trained to the end)
+    predicted = optimistic = own = fl  # no trend to extend (one rung, or trained to the end)
     if b1 < bl < epochs:
         slope = (gapl - gap1) / math.log(bl / b1)
         predicted = min(1.0, measured + gapl + slope * math.log(epochs / bl))
         # the same two points extended linearly in epochs: the optimistic bound (a curve
         # that is still convex in log-time, as early ones are, keeps closing that fast)
         optimistic = min(1.0, measured + gapl + (gapl - gap1) / (bl - b1) * (epochs - bl))
+        # the finalist's own curve extended in log-epochs, against the rival's measured end:
+        # the gap's extension assumes the rival keeps gaining as it did over the trials'
+        # budgets, which a probe that is done early (its end measured) does not
+        own = min(1.0, fl + (fl - f1) / math.log(bl / b1) * math.log(epochs / bl))
     predicted = max(fl, predicted)
     tol = 1.0 / max(1, n_val)
     trend = (f"at equal budgets {finalist.label} vs {rival.label}: {gap1:+.3f} at "
@@ -276,6 +284,11 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
         return finalist, (f"cannot tell: {finalist.label} catches up with {rival.label} "
                           f"({trend}); extended in log-epochs it ends at {predicted:.3f}, "
                           f"linearly in epochs at {optimistic:.3f}, vs {measured:.3f} at "
+                          f"{epochs} epochs; it trains the whole run" + kept), True
+    if fall_back and bl < epochs and fl - f1 > tol + 1e-9 and own > measured + tol + 1e-9:
+        return finalist, (f"cannot tell: {finalist.label}'s gap to {rival.label} extended in "
+                          f"log-epochs ends at {predicted:.3f} ({trend}), its own curve "
+                          f"({f1:.3f} → {fl:.3f}) at {own:.3f}, vs {measured:.3f} at "
                           f"{epochs} epochs; it trains the whole run" + kept), True
     return rival, (f"val accuracy {measured:.3f} as it will run vs {finalist.label} "
                    f"predicted {predicted:.3f} at {epochs} epochs ({trend}; extended in "
