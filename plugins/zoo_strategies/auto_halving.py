@@ -240,8 +240,8 @@ def paid_or_measured(finalist, rival, budgets, epochs, n_val, trials,
     against a 0.85 probe).  So does a gap that does not close while the finalist's own curve,
     extended in log-epochs, passes the rival's measured end: over the trials' short budgets a
     probe gains as fast as a fine-tune, then stops (on a 20-shot, 224-px task a fine-tune
-    trial 0.17 behind the probe at 0.4 and at 1.2 of 6 epochs ended level with it on val,
-    7 points ahead on test).  Then the finalist trains for the whole run with the
+    whose trials were 0.17 behind the probe at 0.4 and at 1.2 of 6 epochs ended level with
+    it on val, 7 points ahead on test).  Then the finalist trains for the whole run with the
     fallback's weights (:class:`zoo.plan.Fallback`; the rival's when they fit the model, else
     the best measured that fits): the run validates them as epoch 0 and keeps them unless an
     epoch beats them — val decides at the end, where it can tell, for one run's cost.  A
