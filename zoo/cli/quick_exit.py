@@ -9,10 +9,12 @@ a flush of stdout/stderr — and then ends the process with ``os._exit``.
 Every file zoo writes is complete before it is renamed into place (``zoo.io.atomic``), so
 skipping finalisers loses nothing. The normal exit is kept where it matters: under
 torchrun while a process group is still initialised (it tears down in finalisers), or when
-``ZOO_NORMAL_EXIT=1``. A rank whose process group zoo has already destroyed
-(``zoo.engine.distributed.session``) exits quickly too: left to the interpreter's teardown,
-gloo's C++ threads could meet the static destructors and abort the rank ("terminate called
-without an active exception", SIGABRT) after its work was done.
+``ZOO_NORMAL_EXIT=1``. A rank that succeeded and whose process group zoo has already
+destroyed (``zoo.engine.distributed.session``) exits quickly too: left to the interpreter's
+teardown, gloo's C++ threads could meet the static destructors and abort the rank ("terminate
+called without an active exception", SIGABRT) after its work was done. A failing rank keeps
+the normal exit: torchrun names the first rank it sees fail as the root cause, and a rank
+that fails because another one crashed must not end first.
 
 A non-daemon thread still running (a plugin's hook may start one) gets
 :data:`THREAD_GRACE_S` seconds to finish; one still alive after that would keep the process
@@ -57,10 +59,15 @@ def _process_group_alive() -> bool:
         return True
 
 
-def can_exit_now() -> bool:
+def can_exit_now(status: int = 0) -> bool:
     if _normal_exit_asked():
         return False
-    return "LOCAL_RANK" not in os.environ or not _process_group_alive()
+    if "LOCAL_RANK" not in os.environ:
+        return True
+    # under torchrun only a rank that succeeded and whose process group is gone ends at once:
+    # torchrun names the first rank it sees fail as the root cause, and a rank failing
+    # because another crashed must not end before the one that crashed
+    return status == 0 and not _process_group_alive()
 
 
 def _lingering() -> list:
@@ -88,7 +95,7 @@ def exit_now(code) -> None:
     status = exit_code(code)
     run_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; absent elsewhere
     left = wait_for_threads()
-    if run_handlers is None or (not can_exit_now() and not left):
+    if run_handlers is None or (not can_exit_now(status) and not left):
         sys.exit(status)  # the interpreter's own exit: nothing left that would hang it
     run_handlers()
     for stream in (sys.stdout, sys.stderr):
