@@ -47,7 +47,10 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert len(_history(run_dir)) == 1 and not (run_dir / "model.safetensors").exists()
     # the checkpoint: ONE safetensors file, the JSON state in its metadata, no pickle
     ckpt = run_dir / "checkpoint"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["last.safetensors"]
+    # (and best.safetensors: the best epoch's generation, here epoch 1's, hard-linked so
+    # that its weights need no copy in memory; zoo.engine.best_weights)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.safetensors", "last.safetensors"]
+    assert (ckpt / "best.safetensors").samefile(ckpt / "last.safetensors")
     from zoo.weights import read_safetensors
 
     tensors, meta = read_safetensors(ckpt / "last.safetensors")

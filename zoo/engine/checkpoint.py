@@ -7,6 +7,10 @@ weights), ``best.*`` (the best epoch's, where they differ from the model's), ``o
 the JSON state (epoch, best value, history, optimizer layout, loader settings) in its
 metadata under ``zoo_checkpoint``.  There is no second file to disagree with it.
 
+``checkpoint/best.safetensors``, while a run trains, is a hard link to the generation that
+holds the best epoch's weights (``zoo.engine.best_weights``): memory holds no copy of them.
+It is never a resume source.
+
 Before a new generation is written the current one is hard-linked to
 ``checkpoint/prev.safetensors``; loading validates ``last`` and falls back to ``prev`` (one
 epoch older) when ``last`` is missing or damaged.  Run folders written before this format
@@ -18,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from zoo.engine import checkpoint_checks
+from zoo.engine import best_weights, checkpoint_checks
 from zoo.errors import CheckpointError, state_dict_error
 from zoo.io import atomic
 from zoo.io import runfolder
@@ -30,8 +34,9 @@ META_KEY = "zoo_checkpoint"
 
 
 def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | None = None,
-                    ) -> None:
-    """Write ``state`` (a :class:`~zoo.engine.loop.FitState`) as the new generation."""
+                    ) -> dict:
+    """Write ``state`` (a :class:`~zoo.engine.loop.FitState`) as the new generation;
+    returns where the best epoch's tensors went (``key -> "model.key" | "best.key"``)."""
     current = model.state_dict()
     tensors = {f"model.{k}": v for k, v in current.items()}
     best_from_model: list[str] = []  # best-epoch tensors equal to the model's: stored once
@@ -77,6 +82,8 @@ def save_checkpoint(run_dir: Path, model, state, meta: dict, loss_terms: list | 
     # generation or this one, never a mix
     atomic.save_safetensors(folder / LAST, tensors,
                             {META_KEY: json.dumps(info, default=atomic._jsonable)})
+    shared = set(best_from_model)
+    return {k: f"model.{k}" if k in shared else f"best.{k}" for k in state.best_state or ()}
 
 
 def _same_tensor(best, model) -> bool:
@@ -290,9 +297,19 @@ class Saver:
         self.loss_terms, self.deferred = loss_terms, deferred
         self.pending = None
 
+    keeps_best = True  # takes the best epoch's weights as the model's own: best_weights.live
+
     def __call__(self, state) -> None:
         with self.deferred():  # a checkpoint is written whole or not at all
-            save_checkpoint(self.run_dir, self.model, state, self.meta, self.loss_terms)
+            stored = save_checkpoint(self.run_dir, self.model, state, self.meta,
+                                     self.loss_terms)
+            if isinstance(state.best_state, best_weights.LiveBest):
+                from zoo.engine.state import snapshot  # lazy: imports torch
+
+                folder = self.run_dir / "checkpoint"  # the weights stay in this generation
+                state.best_state = best_weights.keep_on_disk(
+                    folder, folder / LAST, self.model, state.best_state, stored
+                ) or snapshot(self.model)
         self.pending = None
 
     def hold(self, state, weights: dict) -> None:

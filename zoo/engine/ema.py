@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from zoo.engine import best_weights
 from zoo.engine.state import snapshot
 
 PREFIX = "ema_"   # of the average's val metrics in an epoch record
@@ -135,12 +136,16 @@ def pick(ema: WeightEMA | None, val: dict, monitor: str, mode: str, value):
     return (mine, True) if better else (value, False)
 
 
-def keep_best(ema: WeightEMA | None, model: nn.Module, from_ema: bool) -> dict:
-    """The best epoch's weights: the average's or the model's (recorded on ``ema``)."""
-    if ema is None:
-        return snapshot(model)
-    ema.best_from = "ema" if from_ema else "model"
-    return ema.best_snapshot(model) if from_ema else snapshot(model)
+def keep_best(ema: WeightEMA | None, model: nn.Module, from_ema: bool,
+              live: bool = False) -> dict:
+    """The best epoch's weights: the average's or the model's (recorded on ``ema``).
+    ``live``: the model's, uncopied, for the checkpoint written next to keep on disk
+    (:mod:`zoo.engine.best_weights`); the average's are always a copy."""
+    if ema is not None:
+        ema.best_from = "ema" if from_ema else "model"
+        if from_ema:
+            return ema.best_snapshot(model)
+    return best_weights.live(model) if live else snapshot(model)
 
 
 def summary_of(state) -> dict:

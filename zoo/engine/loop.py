@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from zoo.engine import best_weights
 from zoo.engine import ema as weight_ema
 from zoo.engine.fallback import seed_best
 from zoo.engine.evaluation import (class_weights, evaluate, lr_factor,  # noqa: F401
@@ -159,7 +160,9 @@ def _start_phase(f: _Fit, phase, epoch_base: int) -> _Phase:
     (cached features when no backbone parameter trains), the schedule, DDP."""
     t, model, state = f.job.train, f.model, f.state
     param_groups = apply_phase(model, f.groups, phase, t.lr, t.weight_decay)
-    if state.best_state is not None:  # tensors shared while frozen may train now
+    if isinstance(state.best_state, best_weights.BestOnDisk):  # shared ones may train now
+        state.best_state = state.best_state.unshared(trainable_names(model))
+    elif state.best_state is not None:  # tensors shared while frozen may train now
         state.best_state = {k: v.clone() if k in trainable_names(model) else v
                             for k, v in state.best_state.items()}
     for term in phase.loss_terms:
@@ -326,9 +329,17 @@ def _end_epoch(f: _Fit, p: _Phase, result: EpochResult, epoch_in_phase: int) -> 
                 # a tie with the plan's fallback (the only "epoch 0") goes to the trained
                 # model: the fallback is for a run that ends worse, not one val cannot tell
                 or (state.best_epoch == 0 and value == state.best_value))
+    # every phase end is written (the next phase starts a new optimizer) except the run's
+    # last epoch: pacing decides there, a held one is written on a signal or a failure,
+    # and the results follow in a second or two
+    phase_end = epoch_in_phase == p.phase.epochs - 1 and epoch < f.plan.epochs
+    write = bool(f.checkpoint) and (f.pacer.due(result.seconds) or phase_end
+                                    or bool(t.early_stop_patience))
     if improved:
         state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-        state.best_state = weight_ema.keep_best(f.ema, f.model, from_ema)
+        # written now: the checkpoint keeps the best weights on disk, no copy in memory
+        state.best_state = weight_ema.keep_best(
+            f.ema, f.model, from_ema, live=write and getattr(f.checkpoint, "keeps_best", False))
     else:
         state.bad_epochs += 1
     state.optimizer_state = p.optimizer.state_dict()
@@ -336,15 +347,12 @@ def _end_epoch(f: _Fit, p: _Phase, result: EpochResult, epoch_in_phase: int) -> 
     with signals_deferred():
         if f.on_epoch:
             f.on_epoch(result)
-        # every phase end is written (the next phase starts a new optimizer) except the
-        # run's last epoch: pacing decides there, a held one is written on a signal or a
-        # failure, and the results follow in a second or two
-        phase_end = epoch_in_phase == p.phase.epochs - 1 and epoch < f.plan.epochs
-        if f.checkpoint and (f.pacer.due(result.seconds) or phase_end
-                             or t.early_stop_patience):
+        if write:
             f.pacer.save(f.checkpoint, state)
         elif f.checkpoint:
             f.pacer.hold(f.checkpoint, state, f.model)
+        if isinstance(state.best_state, best_weights.LiveBest):  # not kept on disk after all
+            state.best_state = snapshot(f.model)
     f.hooks.after_epoch(epoch)
     if t.early_stop_patience and state.bad_epochs >= t.early_stop_patience:
         f.log(f"early stop: no {monitor} improvement for {state.bad_epochs} epochs")

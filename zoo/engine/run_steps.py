@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from zoo.backbones import count_params
+from zoo.engine import best_weights
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed, guard, isolation
 from zoo.engine.blame import notify
@@ -141,7 +142,9 @@ def test(r) -> None:
     """The best epoch's weights on the test split, with every metric (those that declare
     ``always=True``, a confusion matrix, whether or not named); other ranks stop here."""
     if r.state.best_state is not None:
-        r.model.load_state_dict(r.state.best_state)
+        r.model.load_state_dict(best_weights.materialized(r.state.best_state))
+        if r.main:  # restored: the link's generation is not read again
+            best_weights.discard(r.writer.dir)
     r.model.eval()
     metrics = add_always_metrics(r.catalog, dict(r.metrics, **r.other_metrics),
                                  len(r.prep.classes), r.device)
