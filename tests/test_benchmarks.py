@@ -214,3 +214,15 @@ def test_peak_memory_data_and_child_measurement(tmp_path):
     assert 1536 <= big["maxrss_mb"] < 1800
     assert pm.measure([sys.executable, "-S", "-c", "raise SystemExit(3)"], {},
                       tmp_path / "log3.txt") == {"error": "exit 3"}
+
+
+def test_import_cost_measures_what_an_import_keeps_resident(capsys):
+    """benchmarks/import_cost.py: a 64 MiB buffer kept by the statement shows up as at
+    least 64 MB; a package that is not installed is named, not a traceback."""
+    ic = load("import_cost")
+    assert ic.main(["keep = bytearray(64 << 20); keep[::4096] = b'x' * len(keep[::4096])",
+                    "import zoo_no_such_package"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    mb = float(re.search(r"\+([\d.]+) MB", out[0]).group(1))
+    assert 64 <= mb < 80
+    assert out[1].endswith("not installed: zoo_no_such_package")
