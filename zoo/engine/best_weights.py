@@ -18,11 +18,11 @@ held back by pacing, the copy stays in memory as before.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from zoo.errors import CheckpointError
+from zoo.io import atomic
 
 BEST = "best.safetensors"
 
@@ -44,7 +44,7 @@ class BestOnDisk(Mapping):
         self.path = Path(path)
         self.stored = stored    # state-dict key -> tensor name in the file
         self.shared = shared    # state-dict key -> the model's own (frozen) tensor
-        self.specs = specs      # state-dict key -> _Spec: shape, dtype, device
+        self.specs = specs      # stored key -> _Spec: shape, dtype, device
         self.order = order
 
     def __getitem__(self, key):
@@ -101,22 +101,13 @@ def keep_on_disk(folder: Path, generation: Path, model, best: LiveBest,
     """Hard-link ``generation`` (the checkpoint just written, holding ``best`` as
     ``stored`` names) to ``folder/best.safetensors``; ``None`` where that fails (no hard
     links on this filesystem) and the caller keeps a copy instead."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    path, tmp = Path(folder) / BEST, Path(folder) / f".{BEST}.link.tmp"
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(generation, tmp)
-        os.replace(tmp, path)  # atomic: best.safetensors is one generation or the next
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    path = Path(folder) / BEST
+    if not atomic.hard_link(generation, path):
         return None
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     return BestOnDisk(path, {k: stored[k] for k in best if k not in frozen},
                       {k: v for k, v in best.items() if k in frozen},
-                      {k: _Spec(v) for k, v in best.items()}, list(best))
+                      {k: _Spec(v) for k, v in best.items() if k not in frozen}, list(best))
 
 
 class _Spec:

@@ -19,7 +19,6 @@ epoch older) when ``last`` is missing or damaged.  Run folders written before th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from zoo.engine import best_weights, checkpoint_checks
@@ -103,19 +102,8 @@ def _same_tensor(best, model) -> bool:
 def _keep_previous(folder: Path) -> None:
     """Hard-link the current generation to ``prev.safetensors`` (atomically replaced)."""
     last = folder / LAST
-    if not last.is_file():
-        return
-    tmp = folder / f".{PREV}.link.tmp"
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(last, tmp)
-        os.replace(tmp, folder / PREV)
-    except OSError:  # no hard links here (some network filesystems): keep going without
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    if last.is_file():
+        atomic.hard_link(last, folder / PREV)
 
 
 def read_info(run_dir: str | Path) -> dict:

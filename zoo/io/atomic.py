@@ -111,6 +111,23 @@ def save_safetensors(path: str | Path, tensors: dict, metadata: dict | None = No
     return replace_file(path, fill)
 
 
+def hard_link(source: str | Path, target: str | Path) -> bool:
+    """Make ``target`` a hard link to ``source``, atomically replacing what was there
+    (link to a temporary name, then rename); False where the filesystem has no hard links
+    (some network filesystems) — the caller goes on without."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(source, tmp)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        _cleanup(str(tmp))
+        return False
+
+
 def _umask_mode() -> int:
     # mkstemp creates 0600 files; give results the usual rw-r--r-- (minus the umask)
     mask = os.umask(0)
