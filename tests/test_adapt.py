@@ -38,6 +38,7 @@ def test_tent_trains_only_norm_affine_and_lowers_entropy():
     assert info["entropy_last"] < info["entropy_first"]
     assert info["params"] == 8 and info["steps"] == 20 and info["images"] == 320
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    assert all(p.grad is None for p in model.parameters())  # freed before evaluation
 
 
 def test_adabn_statistics_are_the_target_statistics():

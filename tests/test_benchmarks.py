@@ -226,3 +226,18 @@ def test_import_cost_measures_what_an_import_keeps_resident(capsys):
     mb = float(re.search(r"\+([\d.]+) MB", out[0]).group(1))
     assert 64 <= mb < 80
     assert out[1].endswith("not installed: zoo_no_such_package")
+
+
+def test_step_memory_counts_the_gradients_zoo_frees_after_the_step(capsys):
+    """benchmarks/step_memory.py: between steps, the alternative (gradients freed just
+    before the backward) holds exactly one more copy of the trainable weights than zoo's
+    step; the step peak is never higher with zoo's; the table names both."""
+    sm = load("step_memory")
+    zoo = sm.measure(sm.zoo_step, "resnet18", 32, 4)
+    before = sm.measure(sm.freed_before_backward, "resnet18", 32, 4)
+    assert zoo["gradients_mb"] == before["gradients_mb"] == 43  # resnet18, 10 classes
+    assert before["between_steps_mb"] - zoo["between_steps_mb"] in (42, 43, 44)
+    assert zoo["step_peak_mb"] <= before["step_peak_mb"]
+    assert sm.main(["--models", "resnet18:32:2"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo (freed after step)" in out and "step peak zoo / before = " in out

@@ -70,7 +70,18 @@ def test_lr_suggestion_is_min_over_ten_and_steepest_before_the_minimum():
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "linear-probe"])
-def test_lr_find_on_a_tiny_model(tmp_path, strategy):
+def test_lr_find_on_a_tiny_model(tmp_path, strategy, monkeypatch):
+    import zoo.engine.lr_range as tool
+
+    grads_left = []
+    real = tool.range_test
+
+    def watched(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        grads_left.append(sum(p.grad is not None for p in model.parameters()))
+        return out
+
+    monkeypatch.setattr(tool, "range_test", watched)
     catalog = make_catalog()
     r = lr_find("testing:tiny_cnn", flags={**FLAGS, "out": str(tmp_path), "head": {"name": "linear"},
                                           "strategy": {"name": strategy},
@@ -83,6 +94,7 @@ def test_lr_find_on_a_tiny_model(tmp_path, strategy):
     assert (Path(r["dir"]) / "lr_find.png").stat().st_size > 1000
     assert json.loads((Path(r["dir"]) / "lr_find.json").read_text())["suggested_lr"] == \
         r["suggested_lr"]
+    assert grads_left == [0]  # the last step's gradients are freed, not left on the model
 
 
 def test_lr_find_cli_bad_range_is_one_line(capsys):

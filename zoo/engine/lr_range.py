@@ -155,6 +155,7 @@ def range_test(model, groups, plan, train, job, device, *, start_lr: float = 1e-
             stopped = (f"smoothed loss {smooth:.3g} > {diverge:g} × its minimum {best:.3g} "
                        f"at lr {lr:.3g} (step {i + 1})")
             break
+    optimizer.zero_grad(set_to_none=True)  # free the last step's gradients (not needed)
     found = suggest(lrs, smoothed)
     # the phase's LR over the job's base LR (lp-ft's probe: 10): the base LR to use is
     # the suggestion divided by it

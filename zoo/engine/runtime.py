@@ -88,7 +88,14 @@ class Runtime:
         return autocast_for(self.device, self.precision)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``backward``, optional gradient clipping, ``step`` (with loss scaling for fp16)."""
+        """``backward``, optional gradient clipping, ``step`` (with loss scaling for fp16),
+        then the gradients freed.
+
+        Freed right after the step, as timm's ``train.py`` and Lightning do, not before the
+        next backward: otherwise the last step's gradients (one copy of the trainable
+        weights) stay alive through the next forward, at the step's peak (measured in
+        docs/benchmarks.md). Also cleared before the backward, so that gradients some other
+        code left on the model (an LR range test, a skipped step) are never accumulated."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -97,11 +104,12 @@ class Runtime:
                 nn.utils.clip_grad_norm_(_params(optimizer), self.grad_clip)
             self.scaler.step(optimizer)
             self.scaler.update()
-            return
-        loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(_params(optimizer), self.grad_clip)
-        optimizer.step()
+        else:
+            loss.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(_params(optimizer), self.grad_clip)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     # -- across ranks --------------------------------------------------------------------------
     def all_reduce_sums(self, *values: float) -> list[float]:

@@ -95,6 +95,7 @@ def tent(model: nn.Module, batches: Iterable, steps: int, lr: float, device,
         images += len(inputs)
         if step == 0 or (step + 1) % 10 == 0 or step + 1 == steps:
             log(f"tent step {step + 1}/{steps}: entropy {curve[-1]:.4f}")
+    optimizer.zero_grad(set_to_none=True)  # free the last step's gradients before evaluation
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
