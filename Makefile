@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/probe_cache.py
 	$(BIN)/python benchmarks/cli_latency.py
+	$(BIN)/python benchmarks/step_memory.py
+	$(BIN)/python benchmarks/import_cost.py
 
 clean:
 	rm -rf $(VENV) runs
