@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="resnet18:128:32,vit_small_patch16_224:224:16",
                         help="timm name:image size:batch, comma-separated")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"{'model':<24} {'step':<24} {'between steps':>14} {'step peak':>10}")
     for spec in args.models.split(","):
         name, size, batch = spec.split(":")

@@ -94,8 +94,8 @@ class Runtime:
         Freed right after the step, as timm's ``train.py`` and Lightning do, not before the
         next backward: otherwise the last step's gradients (one copy of the trainable
         weights) stay alive through the next forward, at the step's peak (measured in
-        docs/benchmarks.md). Also cleared before the backward, so that gradients some other
-        code left on the model (an LR range test, a skipped step) are never accumulated."""
+        docs/benchmarks.md). Also cleared before the backward, so that gradients other code
+        left on the model (a third-party loss term, a tool's own loop) are never accumulated."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
